@@ -1,0 +1,3 @@
+from camotune.cli import main
+
+raise SystemExit(main())

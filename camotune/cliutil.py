@@ -1,0 +1,50 @@
+"""Command-line plumbing shared by every subcommand: one-line errors and exit codes.
+
+Exit codes: 0 success; 1 the job ran and failed (:class:`JobFailed`); 2 bad input
+(:class:`BadInput`, argparse errors). Errors are one line on stderr, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Callable, Sequence
+from typing import NoReturn
+
+from camotune.errors import BadInput, JobFailed
+
+
+class Parser(argparse.ArgumentParser):
+    """An ArgumentParser whose errors raise :class:`BadInput` (one line, exit 2)."""
+
+    def error(self, message: str) -> NoReturn:
+        raise BadInput(f"{self.prog}: {message}")
+
+
+def setup_logging(verbose: bool = False) -> None:
+    """Log lines to stderr: one line per event, plain text."""
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        datefmt="%H:%M:%S",
+        stream=sys.stderr,
+        force=True,
+    )
+    for noisy in ("PIL", "matplotlib", "urllib3", "filelock", "alembic", "git"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+def run(fn: Callable[[Sequence[str]], int | None], argv: Sequence[str], prog: str) -> int:
+    """Run one subcommand and map its outcome to an exit code."""
+    try:
+        return int(fn(argv) or 0)
+    except BadInput as exc:
+        print(f"{prog}: error: {exc}", file=sys.stderr)
+        return BadInput.exit_code
+    except JobFailed as exc:
+        print(f"{prog}: failed ({exc.reason}): {exc}", file=sys.stderr)
+        return JobFailed.exit_code
+    except KeyboardInterrupt:
+        print(f"{prog}: interrupted", file=sys.stderr)
+        return 130
