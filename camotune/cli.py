@@ -17,11 +17,11 @@ from camotune.cliutil import run
 # subcommand -> (module, function, one-line description)
 COMMANDS: dict[str, tuple[str, str, str]] = {
     "train": ("camotune.trainer.commands", "train_main", "one two-stage training run"),
-    "evaluate": ("camotune.trainer.commands", "evaluate_main",
+    "evaluate": ("camotune.trainer.evaluate", "evaluate_main",
                  "standard COD metrics table for a checkpoint"),
-    "diagnose": ("camotune.trainer.commands", "diagnose_main",
+    "diagnose": ("camotune.trainer.diagnose", "diagnose_main",
                  "pre-flight checks of a training config"),
-    "synth": ("camotune.trainer.commands", "synth_main",
+    "synth": ("camotune.trainer.synth", "synth_main",
               "write a synthetic camouflage dataset (COD10K-v3 layout)"),
     "sweep": ("camotune.search.commands", "sweep_main", "run a hyperparameter search"),
     "resume": ("camotune.search.commands", "resume_main", "continue an interrupted search"),
