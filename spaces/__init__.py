@@ -1,0 +1,15 @@
+"""Search spaces: YAML files (``spaces/*.yaml`` presets or any path) turned into validated
+`Space` objects that the sweep engine samples (Optuna distributions) or enumerates (factorial
+designs). See ``camotune.spaces.space`` for the file format.
+
+Importing this package costs no heavy imports: PyYAML, Optuna and timm are imported inside the
+functions that need them.
+"""
+
+from .design import Design
+from .dist import Dist
+from .space import Space, list_presets, load_points, load_space
+from .validate import SWEEP_OPTIONS
+
+__all__ = ["SWEEP_OPTIONS", "Design", "Dist", "Space", "list_presets", "load_points",
+           "load_space"]
