@@ -1,0 +1,161 @@
+"""fit(): files and columns, exact resume, progressive unfreeze, divergence and OOM exits."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from pathlib import Path
+
+import pytest
+import torch
+
+from camotune.cli import main
+from camotune.errors import JobFailed
+from camotune.trainer.checkpoint import load
+from camotune.trainer.config import TrainConfig, from_argv, load_yaml
+from camotune.trainer.history import METRIC_KEYS, read_history
+from camotune.trainer.loop import fit, unfreeze_level
+
+
+def tiny(dataset: Path, out: Path, **kw) -> TrainConfig:
+    base = dict(dataset_path=str(dataset), checkpoint_dir=str(out), backbone="edgenext_xx_small",
+                pretrained=False, img_size=64, epochs=2, stage1_epochs=1, batch_size=4,
+                accumulation_steps=2, num_workers=0, threads=1, lr=2e-3, full_metrics_every=2,
+                seed=7)
+    base.update(kw)
+    return TrainConfig(**base)
+
+
+def test_two_stages_write_every_file_and_column(synth_dataset: Path, tmp_path: Path) -> None:
+    cfg = tiny(synth_dataset, tmp_path / "run", use_ema=True, deep_supervision=True)
+    rows = []
+    result = fit(cfg, report=rows.append)
+    out = tmp_path / "run"
+    for name in ("config.yaml", "command.txt", "history.csv", "last.pt", "best.pt"):
+        assert (out / name).is_file(), name
+    assert load_yaml(str(out / "config.yaml")) == cfg
+    command = (out / "command.txt").read_text().split()
+    assert command[:2] == ["camotune", "train"]
+    assert from_argv(command[2:]) == cfg
+    history = read_history(out / "history.csv")
+    assert list(history[0]) == list(METRIC_KEYS)
+    assert [r["epoch"] for r in history] == [1, 2] and [r["stage"] for r in history] == [1, 2]
+    last = history[-1]
+    for key in METRIC_KEYS:  # the last epoch computes everything
+        assert last[key] is not None and math.isfinite(last[key]), key
+    assert history[0]["val_sm"] is None  # full metrics only every 2 epochs and at the last
+    assert last["val_iou"] == max(last["val_iou_raw"], last["val_iou_ema"])
+    assert [r["epoch"] for r in rows] == [1, 2] and rows[-1]["val_iou"] == last["val_iou"]
+    assert result.best_val_iou == max(r["val_iou"] for r in history)
+    state = load(out / "best.pt")
+    assert state["best_weights"] in ("raw", "ema") and state["ema"] is not None
+    assert state["stage"] in (1, 2) and state["best_val_iou"] == result.best_val_iou
+
+
+def test_run_interrupted_after_epoch_1_resumes_to_the_same_history(
+        synth_dataset: Path, tmp_path: Path) -> None:
+    kw = dict(epochs=3, stage1_epochs=1, use_ema=True, progressive_unfreeze=True,
+              stage2_batch_size=3, warmup_steps=2)
+    straight = fit(tiny(synth_dataset, tmp_path / "a", **kw))
+
+    class Killed(Exception):
+        pass
+
+    def kill_after_first_epoch(row: dict) -> None:
+        if row["epoch"] == 1:
+            raise Killed
+
+    with pytest.raises(Killed):
+        fit(tiny(synth_dataset, tmp_path / "b", **kw), report=kill_after_first_epoch)
+    assert [r["epoch"] for r in read_history(tmp_path / "b" / "history.csv")] == [1]
+    resumed_cfg = dataclasses.replace(tiny(synth_dataset, tmp_path / "b", **kw),
+                                      resume_from=str(tmp_path / "b" / "last.pt"))
+    resumed = fit(resumed_cfg)
+    skip = {"epoch_time_s", "imgs_per_s"}
+    for a, b in zip(straight.history, resumed.history, strict=True):
+        assert {k: v for k, v in a.items() if k not in skip} == \
+               {k: v for k, v in b.items() if k not in skip}
+
+
+def test_resume_drops_history_rows_after_the_checkpoint(synth_dataset: Path,
+                                                        tmp_path: Path) -> None:
+    out = tmp_path / "r"
+    fit(tiny(synth_dataset, out, epochs=2, stage1_epochs=2))
+    state = load(out / "last.pt")
+    state["epoch"] = 1  # as if the run died while epoch 2 was being written
+    torch.save(state, out / "epoch1.pt")
+    cfg = dataclasses.replace(tiny(synth_dataset, out, epochs=2, stage1_epochs=2),
+                              resume_from=str(out / "epoch1.pt"))
+    fit(cfg)
+    assert [r["epoch"] for r in read_history(out / "history.csv")] == [1, 2]
+
+
+def test_progressive_unfreeze_keeps_one_optimizer(synth_dataset: Path, tmp_path: Path) -> None:
+    cfg = tiny(synth_dataset, tmp_path / "p", epochs=4, stage1_epochs=1,
+               progressive_unfreeze=True, accumulation_steps=1, batch_size=8)
+    assert [unfreeze_level(cfg, e) for e in range(1, 5)] == [0, 1, 2, 3]
+    fit(cfg)
+    state = load(tmp_path / "p" / "last.pt")
+    n = len(read_history(tmp_path / "p" / "history.csv"))
+    assert n == 4 and state["unfreeze_level"] == 3
+    steps_per_epoch = cfg.optimizer_steps_per_epoch(22, 1)  # 24 images, 2 held out
+    # AdamW's per-parameter step counters: the head trained all 4 epochs, the deepest
+    # backbone third epochs 2-4, the shallowest only epoch 4. Moments were never reset.
+    counts = sorted({int(s["step"]) for s in state["optimizer"]["state"].values()})
+    assert counts == [steps_per_epoch * k for k in (1, 2, 3, 4)]
+    assert state["scheduler"]["step_count"] == 4 * steps_per_epoch
+
+
+def test_checkpoint_dir_with_a_run_is_refused(synth_dataset: Path, tmp_path: Path,
+                                              capsys: pytest.CaptureFixture) -> None:
+    out = tmp_path / "c"
+    fit(tiny(synth_dataset, out, epochs=1, stage1_epochs=1))
+    argv = ["train", "--dataset-path", str(synth_dataset), "--checkpoint-dir", str(out),
+            "--backbone", "edgenext_xx_small", "--no-pretrained", "--img-size", "64",
+            "--epochs", "1", "--stage1-epochs", "1", "--num-workers", "0"]
+    assert main(argv) == 2
+    assert "--resume-from" in capsys.readouterr().err
+
+
+def test_resume_rejects_flags_that_change_the_run(synth_dataset: Path, tmp_path: Path,
+                                                  capsys: pytest.CaptureFixture) -> None:
+    out = tmp_path / "d"
+    fit(tiny(synth_dataset, out, epochs=1, stage1_epochs=1))
+    last = str(out / "last.pt")
+    assert main(["train", "--resume-from", last, "--lr", "0.5"]) == 2
+    assert "--lr" in capsys.readouterr().err
+    # run-time flags may change; the run is already complete, so it only re-validates
+    assert main(["train", "--resume-from", last, "--num-workers", "0", "--threads", "1"]) == 0
+
+
+def test_nan_loss_exits_1_as_diverged(synth_dataset: Path, tmp_path: Path,
+                                      monkeypatch: pytest.MonkeyPatch,
+                                      capsys: pytest.CaptureFixture) -> None:
+    from camotune.trainer import losses
+
+    real = losses.CamoLoss.forward
+
+    def poisoned(self, out, mask):
+        total, terms = real(self, out, mask)
+        return total * float("nan"), terms
+
+    monkeypatch.setattr(losses.CamoLoss, "forward", poisoned)
+    argv = ["train", "--dataset-path", str(synth_dataset), "--checkpoint-dir",
+            str(tmp_path / "n"), "--backbone", "edgenext_xx_small", "--no-pretrained",
+            "--img-size", "64", "--epochs", "1", "--stage1-epochs", "1", "--num-workers", "0"]
+    assert main(argv) == 1
+    err = capsys.readouterr().err
+    assert "diverged" in err and "Traceback" not in err
+
+
+def test_out_of_memory_exits_1_as_oom(synth_dataset: Path, tmp_path: Path,
+                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    from camotune.model import CamoXpert
+
+    def oom(self, x):
+        raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB")
+
+    monkeypatch.setattr(CamoXpert, "forward", oom)
+    with pytest.raises(JobFailed) as exc:
+        fit(tiny(synth_dataset, tmp_path / "o", epochs=1))
+    assert exc.value.reason == "oom"
