@@ -165,5 +165,5 @@ def test_yaml_round_trip_and_unknown_keys(tmp_path) -> None:
     with pytest.raises(BadInput, match="bogus"):
         from_dict({"bogus": 1})
     path.write_text("lr: [1, 2\n")
-    with pytest.raises(BadInput, match="c.yaml"):
+    with pytest.raises(BadInput, match=r"c\.yaml"):
         load_yaml(str(path))

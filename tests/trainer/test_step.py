@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import math
 
 import pytest
@@ -95,7 +96,7 @@ def test_schedule_warms_up_then_decays_per_step(kind: str) -> None:
     assert values[0] == pytest.approx(0.1) and values[9] == pytest.approx(1.0)
     if kind == "cosine":
         assert values[10] == pytest.approx(1.0) and values[-1] == pytest.approx(0.01, abs=1e-3)
-        assert all(a >= b for a, b in zip(values[10:], values[11:], strict=False))
+        assert all(a >= b for a, b in itertools.pairwise(values[10:]))
     else:
         assert set(values[10:]) == {1.0}
 
