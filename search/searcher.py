@@ -1,0 +1,98 @@
+"""Optuna as the searcher, told the truth about how each trial ended.
+
+Ray's ``OptunaSearch`` tells Optuna COMPLETE with the last reported value for any trial that
+reported, so a trial ASHA stopped at epoch 2 would count as finished with its epoch-2 IoU.
+`CamotuneOptunaSearch` instead reports intermediate values at step = epoch, ends trials that
+stopped before the last epoch as PRUNED, failed trials as FAIL, and completed trials as
+COMPLETE with their best ``val_iou``. The study lives in a sqlite file in the sweep folder.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from ray.tune.search.optuna import OptunaSearch
+
+log = logging.getLogger(__name__)
+
+SEARCHERS = ("tpe", "qmc", "random")
+
+
+def make_sampler(kind: str, seed: int):
+    import optuna
+
+    if kind == "tpe":
+        return optuna.samplers.TPESampler(seed=seed, multivariate=True, n_startup_trials=5)
+    if kind == "qmc":
+        return optuna.samplers.QMCSampler(seed=seed, scramble=True)
+    if kind == "random":
+        return optuna.samplers.RandomSampler(seed=seed)
+    raise ValueError(f"unknown searcher {kind!r}")
+
+
+class CamotuneOptunaSearch(OptunaSearch):
+    """OptunaSearch with honest trial states (see the module docstring)."""
+
+    def __init__(self, *, max_epochs: int, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.max_epochs = max_epochs
+
+    def on_trial_result(self, trial_id: str, result: dict) -> None:
+        value, epoch = result.get(self.metric), result.get("epoch")
+        if value is None or epoch is None or trial_id not in self._ot_trials:
+            return
+        self._ot_trials[trial_id].report(float(value), int(epoch))
+
+    def on_trial_complete(self, trial_id: str, result: dict | None = None,
+                          error: bool = False) -> None:
+        from optuna.trial import TrialState
+
+        if trial_id in self._completed_trials or trial_id not in self._ot_trials:
+            return
+        ot_trial = self._ot_trials[trial_id]
+        epoch = (result or {}).get("epoch")
+        value = (result or {}).get("best_val_iou")
+        if error:
+            state, value = TrialState.FAIL, None
+        elif epoch is None or epoch < self.max_epochs or value is None:
+            state, value = TrialState.PRUNED, None
+        else:
+            state = TrialState.COMPLETE
+        try:
+            self._ot_study.tell(ot_trial, value, state=state)
+        except (ValueError, RuntimeError) as exc:  # e.g. a NaN value: record it as failed
+            log.warning("optuna refused trial %s as %s (%s); telling FAIL", trial_id, state, exc)
+            self._ot_study.tell(ot_trial, None, state=TrialState.FAIL)
+        self._completed_trials.add(trial_id)
+
+    def warm_start(self, trials: list[dict[str, Any]]) -> int:
+        """Add finished trials of an earlier sweep (dicts with ``params``, ``state``
+        "complete"|"pruned"|"fail", ``value``, ``intermediate`` {epoch: iou}); returns how many
+        were usable (params inside this space)."""
+        import optuna
+
+        used = 0
+        for t in trials:
+            params = {k: t["params"][k] for k in self._space if k in t["params"]}
+            if len(params) != len(self._space):
+                continue
+            if not all(_inside(dist, params[name]) for name, dist in self._space.items()):
+                continue
+            state = {"complete": optuna.trial.TrialState.COMPLETE,
+                     "pruned": optuna.trial.TrialState.PRUNED,
+                     "fail": optuna.trial.TrialState.FAIL}[t["state"]]
+            value = t.get("value") if state == optuna.trial.TrialState.COMPLETE else None
+            self._ot_study.add_trial(optuna.trial.create_trial(
+                state=state, value=value, params=params, distributions=self._space,
+                intermediate_values={int(k): float(v) for k, v in t.get("intermediate", {}).items()}))
+            used += 1
+        return used
+
+
+def _inside(dist, value: Any) -> bool:
+    """Whether an Optuna distribution admits ``value`` (e.g. an earlier sweep's wider range)."""
+    try:
+        return bool(dist._contains(dist.to_internal_repr(value)))
+    except (ValueError, TypeError):
+        return False

@@ -1,0 +1,133 @@
+"""`SweepSettings`: everything a sweep is, written first to ``sweep.yaml`` in its folder.
+
+``camotune resume SWEEP_DIR`` needs nothing else: the resolved space, scheduler, searcher,
+stopper thresholds, resources, the base config, the tracking URI and experiment.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from camotune.errors import BadInput
+from camotune.spaces import Space
+from camotune.trainer.config import TrainConfig, from_dict, to_dict
+
+SWEEP_FILE = "sweep.yaml"
+TRIALS_FILE = "trials.jsonl"
+TRIALS_DIR = "trials"
+
+
+@dataclass(frozen=True)
+class CollapseSettings:
+    enabled: bool = True
+    fg_ratio: float = 0.002
+    patience: int = 2
+    min_best: float = 0.2
+    drop: float = 0.25
+    min_epoch: int = 3
+
+
+@dataclass(frozen=True)
+class SweepSettings:
+    name: str
+    storage_path: str                      # absolute; the sweep folder is storage_path/name
+    space: Space
+    space_source: str                      # preset name or file the space came from
+    base: TrainConfig                      # base config (training flags given to `sweep`)
+    scheduler: str = "asha"                # asha | fifo
+    grace_period: int = 2
+    reduction_factor: int = 3
+    searcher: str = "tpe"                  # tpe | qmc | random | design
+    seed: int = 0
+    num_samples: int = 10
+    time_budget_s: float | None = None
+    max_concurrent: int | None = None
+    cpus_per_trial: float = 1.0
+    gpus_per_trial: float = 0.0
+    points: list[dict[str, Any]] = field(default_factory=list)
+    warm_start: str | None = None
+    collapse: CollapseSettings = field(default_factory=CollapseSettings)
+    keep_checkpoints: str = "best"         # best | all | none
+    tracking_uri: str = ""
+    experiment: str = "camotune"
+    log_checkpoints: bool = False
+    address: str | None = None
+    created: str = ""
+    version: str = ""
+
+    @property
+    def sweep_dir(self) -> Path:
+        return Path(self.storage_path) / self.name
+
+    @property
+    def max_epochs(self) -> int:
+        return self.space.max_epochs(self.base)
+
+    @property
+    def is_design(self) -> bool:
+        return self.space.design is not None
+
+    def trial_params(self) -> list[dict[str, Any]]:
+        """The design's trials (factorial spaces), in order; [] for sampled spaces."""
+        return self.space.design_trials(self.base.seed) if self.is_design else []
+
+    def to_dict(self) -> dict[str, Any]:
+        d = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        d["space"] = self.space.to_dict()
+        d["base"] = to_dict(self.base)
+        d["collapse"] = dataclasses.asdict(self.collapse)
+        d["sweep_dir"] = str(self.sweep_dir)
+        d["max_epochs"] = self.max_epochs
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any], *, source: str = SWEEP_FILE) -> SweepSettings:
+        d = dict(d)
+        d.pop("sweep_dir", None)
+        d.pop("max_epochs", None)
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise BadInput(f"{source}: unknown keys {', '.join(unknown)}")
+        d["space"] = Space.from_dict(d["space"])
+        d["base"] = from_dict(d["base"], source=source)
+        d["collapse"] = CollapseSettings(**d.get("collapse", {}))
+        return cls(**d)
+
+
+def write_settings(settings: SweepSettings) -> Path:
+    import yaml
+
+    path = settings.sweep_dir / SWEEP_FILE
+    tmp = path.with_suffix(".yaml.tmp")
+    tmp.write_text(yaml.safe_dump(settings.to_dict(), sort_keys=False))
+    os.replace(tmp, path)
+    return path
+
+
+def read_settings(sweep_dir: str | os.PathLike) -> SweepSettings:
+    """The settings of a sweep folder; a folder that is not a sweep is BadInput."""
+    import yaml
+
+    sweep_dir = Path(sweep_dir)
+    path = sweep_dir / SWEEP_FILE
+    if not sweep_dir.is_dir():
+        raise BadInput(f"not a folder: {sweep_dir}")
+    if not path.is_file():
+        raise BadInput(f"{sweep_dir} is not a camotune sweep (no {SWEEP_FILE})")
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        raise BadInput(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from None
+    if not isinstance(data, dict) or "space" not in data or "base" not in data:
+        raise BadInput(f"{path}: not a camotune sweep file")
+    settings = SweepSettings.from_dict(data, source=str(path))
+    if settings.sweep_dir.resolve() != sweep_dir.resolve():
+        # The folder was moved or copied: it is where it is now.
+        settings = dataclasses.replace(settings, storage_path=str(sweep_dir.resolve().parent),
+                                       name=sweep_dir.name)
+    return settings

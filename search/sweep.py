@@ -1,0 +1,128 @@
+"""Building and running the Ray Tune experiment of a sweep, fresh or restored.
+
+One sweep = one Ray Tune experiment in ``<storage-path>/<name>/`` (so ``Tuner.restore`` works),
+next to camotune's own files: ``sweep.yaml`` (written first), ``trials.jsonl``, the Optuna
+study ``optuna.db``, and ``trials/<trial_id>/`` with each trial's checkpoints and history.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+from camotune.search.records import SweepCallback, Tracker
+from camotune.search.settings import SweepSettings
+from camotune.search.stoppers import CollapseStopper, RecordingASHA, StopRegistry
+
+log = logging.getLogger(__name__)
+
+OPTUNA_FILE = "optuna.db"
+# Save Ray's experiment state at least this often (seconds), so a crash loses little.
+EXPERIMENT_CHECKPOINT_S = "2"
+
+
+def trainable(settings: SweepSettings):
+    from ray import tune
+
+    from camotune.search.trainable import run_trial
+
+    fn = tune.with_parameters(run_trial, settings=settings)
+    resources = {"cpu": settings.cpus_per_trial, "gpu": settings.gpus_per_trial}
+    return tune.with_resources(fn, resources)
+
+
+def default_concurrency(settings: SweepSettings) -> int:
+    """Trials that fit in the cluster at once (at least 1)."""
+    import ray
+
+    total = ray.cluster_resources()
+    fits = [int(total.get("CPU", 1) // max(settings.cpus_per_trial, 1e-9))]
+    if settings.gpus_per_trial > 0:
+        fits.append(int(total.get("GPU", 0) // settings.gpus_per_trial))
+    return max(1, min(fits))
+
+
+def _searcher(settings: SweepSettings, concurrency: int):
+    import optuna
+    from ray.tune.search import ConcurrencyLimiter
+
+    from camotune.search.searcher import CamotuneOptunaSearch, make_sampler
+
+    storage = optuna.storages.RDBStorage(f"sqlite:///{settings.sweep_dir / OPTUNA_FILE}")
+    searcher = CamotuneOptunaSearch(
+        space=settings.space.optuna_distributions(), metric="val_iou", mode="max",
+        sampler=make_sampler(settings.searcher, settings.seed), storage=storage,
+        study_name=settings.name, max_epochs=settings.max_epochs)
+    for point in settings.points:
+        searcher._ot_study.enqueue_trial(point, skip_if_exists=False)
+    if settings.warm_start:
+        from camotune.search.warmstart import finished_trials
+
+        used = searcher.warm_start(finished_trials(Path(settings.warm_start)))
+        log.info("warm start: %d finished trials of %s given to the searcher", used,
+                 settings.warm_start)
+    return ConcurrencyLimiter(searcher, max_concurrent=concurrency)
+
+
+def build_tuner(settings: SweepSettings, tracker: Tracker | None = None):
+    """A fresh Tuner for ``settings`` (Ray must be initialised)."""
+    from ray import tune
+
+    registry = StopRegistry()
+    history = settings.sweep_dir / "trials.jsonl"
+    concurrency = settings.max_concurrent or default_concurrency(settings)
+    scheduler = None
+    if settings.scheduler == "asha":
+        scheduler = RecordingASHA(registry, max_t=settings.max_epochs,
+                                  grace_period=settings.grace_period,
+                                  reduction_factor=settings.reduction_factor, history=history)
+    stopper = None
+    if settings.collapse.enabled:
+        c = settings.collapse
+        stopper = CollapseStopper(registry, fg_ratio=c.fg_ratio, patience=c.patience,
+                                  min_best=c.min_best, drop=c.drop, min_epoch=c.min_epoch,
+                                  history=history)
+    if settings.is_design:
+        param_space: dict[str, Any] = {"params": tune.grid_search(settings.trial_params())}
+        search_alg, num_samples = None, 1
+    else:
+        param_space = {}
+        search_alg, num_samples = _searcher(settings, concurrency), settings.num_samples
+    tune_config = tune.TuneConfig(
+        scheduler=scheduler, search_alg=search_alg, num_samples=num_samples,
+        time_budget_s=settings.time_budget_s,
+        max_concurrent_trials=concurrency if search_alg is None else None,
+        trial_name_creator=_trial_name, trial_dirname_creator=_ray_dirname)
+    run_config = tune.RunConfig(
+        name=settings.name, storage_path=settings.storage_path,
+        callbacks=[SweepCallback(settings, registry, tracker)], stop=stopper,
+        failure_config=tune.FailureConfig(max_failures=0),
+        verbose=0)
+    return tune.Tuner(trainable(settings), param_space=param_space, tune_config=tune_config,
+                      run_config=run_config)
+
+
+def restore_tuner(settings: SweepSettings):
+    from ray import tune
+
+    return tune.Tuner.restore(str(settings.sweep_dir), trainable=trainable(settings),
+                              resume_unfinished=True, resume_errored=False,
+                              restart_errored=False)
+
+
+def _trial_name(trial) -> str:
+    return trial.trial_id
+
+
+def _ray_dirname(trial) -> str:
+    return f"ray_{trial.trial_id}"  # Ray's own per-trial files; camotune's are in trials/
+
+
+def run(settings: SweepSettings, *, resume: bool, tracker: Tracker | None = None) -> None:
+    """Run (or continue) the sweep to its end. Ray must already be initialised."""
+    os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", EXPERIMENT_CHECKPOINT_S)
+    os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
+    tuner = restore_tuner(settings) if resume else build_tuner(settings, tracker)
+    tuner.fit()

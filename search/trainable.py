@@ -1,0 +1,98 @@
+"""The Ray Tune trainable: it only adapts `fit` to Tune.
+
+A trial is ``fit(base + fixed + params)`` writing into ``<sweep>/trials/<trial_id>/``. Each
+epoch it reports the metric keys with a tiny checkpoint that points at that folder's
+``last.pt`` (the real checkpoint is never copied), so a restored trial resumes exactly where it
+stopped. A failure is written to ``outcome.json`` before it propagates, so the driver can tell
+``diverged`` and ``oom`` from other errors. Only files are written here: the driver is the one
+writer of ``trials.jsonl`` and MLflow.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import os
+import tempfile
+import traceback
+from pathlib import Path
+from typing import Any
+
+from camotune.errors import JobFailed
+from camotune.trainer.config import TrainConfig
+
+OUTCOME_FILE = "outcome.json"
+POINTER_FILE = "camotune_checkpoint.json"
+
+
+def trial_params(config: dict[str, Any]) -> dict[str, Any]:
+    """The TrainConfig values a trial's Tune config sets (design spaces nest them)."""
+    return dict(config["params"]) if "params" in config else dict(config)
+
+
+def trial_config(settings, params: dict[str, Any], trial_id: str) -> TrainConfig:
+    """The exact TrainConfig of a trial: base + the space's fixed values + its params, its own
+    checkpoint folder, ``--threads`` = the CPUs it was given, and no more data-loader
+    processes than its other CPUs."""
+    cfg = settings.space.apply(settings.base, params)
+    cpus = max(1, int(settings.cpus_per_trial))
+    return dataclasses.replace(
+        cfg, checkpoint_dir=str(settings.sweep_dir / "trials" / trial_id), threads=cpus,
+        num_workers=min(cfg.num_workers, cpus - 1))
+
+
+def write_outcome(trial_dir: Path, reason: str, message: str) -> None:
+    trial_dir.mkdir(parents=True, exist_ok=True)
+    tmp = trial_dir / (OUTCOME_FILE + ".tmp")
+    tmp.write_text(json.dumps({"stop_reason": reason, "message": message}))
+    os.replace(tmp, trial_dir / OUTCOME_FILE)
+
+
+def read_outcome(trial_dir: Path) -> dict[str, Any] | None:
+    path = trial_dir / OUTCOME_FILE
+    if not path.is_file():
+        return None
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def run_trial(config: dict[str, Any], settings) -> None:
+    """The function trainable (wrapped with `tune.with_parameters(run_trial, settings=...)`)."""
+    from ray import tune
+
+    from camotune.trainer.loop import fit
+
+    # One line per checkpoint from Ray's storage layer would drown the sweep's own output.
+    logging.getLogger("ray.train._internal.storage").setLevel(logging.WARNING)
+    trial_id = tune.get_context().get_trial_id()
+    cfg = trial_config(settings, trial_params(config), trial_id)
+    trial_dir = Path(cfg.checkpoint_dir)
+    last = trial_dir / "last.pt"
+    if last.is_file():
+        # Restored by Tune (its checkpoint points here) or restarted without one: either way
+        # last.pt is the state after the trial's last finished epoch.
+        cfg = dataclasses.replace(cfg, resume_from=str(last))
+
+    def report(row: dict[str, Any]) -> None:
+        metrics = {k: v for k, v in row.items() if v is not None}
+        with tempfile.TemporaryDirectory() as tmp:
+            Path(tmp, POINTER_FILE).write_text(json.dumps(
+                {"last": str(last), "epoch": row["epoch"]}))
+            tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(tmp))
+
+    try:
+        fit(cfg, report=report, overwrite=True)
+    except JobFailed as exc:
+        write_outcome(trial_dir, exc.reason, str(exc))
+        raise
+    except Exception as exc:
+        write_outcome(trial_dir, "oom" if _is_oom_text(exc) else "error",
+                      f"{type(exc).__name__}: {exc}\n{traceback.format_exc(limit=8)}")
+        raise
+
+
+def _is_oom_text(exc: BaseException) -> bool:
+    return "out of memory" in str(exc).lower() or isinstance(exc, MemoryError)
