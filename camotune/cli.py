@@ -7,9 +7,9 @@ MLflow and ``camotune --help`` answers at once.
 from __future__ import annotations
 
 import importlib
-from importlib.util import find_spec
 import sys
 from collections.abc import Sequence
+from importlib.util import find_spec
 
 from camotune import __version__
 from camotune.cliutil import run
