@@ -19,7 +19,7 @@ class Parser(argparse.ArgumentParser):
     """An ArgumentParser whose errors raise :class:`BadInput` (one line, exit 2)."""
 
     def error(self, message: str) -> NoReturn:
-        raise BadInput(f"{self.prog}: {message}")
+        raise BadInput(message)
 
 
 def setup_logging(verbose: bool = False) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import random
+from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("RAY_DEDUP_LOGS", "0")
@@ -32,3 +33,13 @@ def seed() -> int:
 def _isolated_cache(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
     """Keep decoded-image caches out of the user's home folder."""
     monkeypatch.setenv("CAMOTUNE_CACHE", str(tmp_path_factory.getbasetemp() / "camotune-cache"))
+
+
+@pytest.fixture(scope="session")
+def synth_dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A small synthetic COD10K-v3-layout dataset, written once per session: 24 camouflaged
+    training scenes (+2 NonCAM), 8 test scenes (+1 NonCAM), 64 px, seed 0. Read-only: copy it
+    before changing anything."""
+    from camotune.trainer.synth import synth
+
+    return synth(tmp_path_factory.mktemp("synth") / "cod", n_train=24, n_test=8, size=64, seed=0)
