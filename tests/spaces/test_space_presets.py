@@ -90,6 +90,6 @@ def test_smoke_preset():
     cfg = space.apply(DEFAULTS, {"lr": 1e-3, "batch_size": 4, "accumulation_steps": 1,
                                  "use_ema": True, "deep_supervision": False})
     assert (cfg.img_size, cfg.backbone, cfg.pretrained) == (64, "edgenext_xx_small", False)
-    assert (cfg.epochs, cfg.stage1_epochs, cfg.full_metrics_every) == (6, 4, 3)
+    assert (cfg.epochs, cfg.stage1_epochs, cfg.full_metrics_every) == (6, 1, 3)
     assert space.max_epochs(DEFAULTS) == 6
     assert space.design is None and space.design_trials(0) == []
