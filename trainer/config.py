@@ -213,7 +213,15 @@ def _validate(c: TrainConfig) -> None:
 _TIMM_CACHE: dict[str, bool] = {}
 
 
+# Known without importing timm (a second or more): configs are built by commands that never
+# touch a model, e.g. `results`, `export` and the sweep driver.
+_EDGENEXT = frozenset({"edgenext_xx_small", "edgenext_x_small", "edgenext_small",
+                       "edgenext_small_rw", "edgenext_base"})
+
+
 def _is_timm_model(name: str) -> bool:
+    if name in _EDGENEXT:
+        return True
     if name not in _TIMM_CACHE:
         import timm  # imported here: config users such as `results` should not pay for timm
 

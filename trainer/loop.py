@@ -225,6 +225,10 @@ def _run(cfg: TrainConfig, state, data, device, rank: int, world: int, out_dir: 
                             keep_until=start - 1 if state is not None else None) if main else None
     if state is not None:
         ckpt.set_rng_state(state["rng"])  # last: everything built above consumed randomness
+        if start > cfg.epochs and report is not None:
+            # Already complete: give the caller the final epoch's row again (a restored Ray
+            # trial that finished after the sweep's last saved state needs its last result).
+            report(dict(state["metrics"]))
     channels_last = device.type == "cuda"
     epochs_run = 0
     for epoch in range(start, cfg.epochs + 1):
@@ -256,6 +260,8 @@ def _run(cfg: TrainConfig, state, data, device, rank: int, world: int, out_dir: 
             torch.cuda.synchronize()
         train_seconds = time.perf_counter() - t_train
         bar.close()
+        if world > 1:
+            _sum_over_ranks(stats)
         train_figs = stats.read()
 
         full = epoch % cfg.full_metrics_every == 0 or epoch == cfg.epochs
@@ -293,12 +299,44 @@ def _run(cfg: TrainConfig, state, data, device, rank: int, world: int, out_dir: 
                 ckpt.mark_best(last, out_dir / "best.pt")
             history.append(row)
             log.info(" ".join(f"{k}={_fmt(v)}" for k, v in row.items()))
+            if full:
+                net = run.ema.module if run.ema is not None and best_weights == "ema" else run.model
+                write_preview(net, data, device, out_dir, epoch)
         epochs_run += 1
         if report is not None:
             report(row)
     rows = read_history(out_dir / "history.csv") if main else []
     return FitResult(best_val_iou=best, epochs_run=epochs_run, checkpoint_dir=out_dir,
                      history=rows)
+
+
+def _sum_over_ranks(stats: StepStats) -> None:
+    """Sum the epoch's training-loss sums over the data-parallel ranks, so that ``train_loss``
+    is the mean over every rank's micro-batches, as with one worker (``grad_norm`` needs
+    nothing: the gradients are already all-reduced)."""
+    sums = torch.stack([stats.loss_sum.float(),
+                        torch.full((), float(stats.micro_batches), device=stats.loss_sum.device)])
+    dist.all_reduce(sums)
+    stats.loss_sum = sums[0]
+    stats.micro_batches = int(sums[1].item())
+
+
+def write_preview(model: torch.nn.Module, data, device: torch.device, out_dir: Path,
+                  epoch: int, n: int = 4) -> None:
+    """``preview.png``: the first ``n`` validation images, their masks and the prediction of
+    ``model`` (all background means a collapse, seen at a glance)."""
+    from camotune.trainer.data import normalize_batch
+    from camotune.trainer.preview import PREVIEW_FILE, save_preview
+
+    images, masks = next(iter(data.val_loader(n)))
+    was_training = model.training
+    model.eval()
+    with torch.no_grad():
+        logits = model(normalize_batch(images.to(device))).logits.float()
+    model.train(was_training)
+    probs = torch.sigmoid(logits)[:, 0].cpu().numpy()
+    save_preview(out_dir / PREVIEW_FILE, images.numpy(), masks.numpy(), probs,
+                 title=f"epoch {epoch}")
 
 
 def _fmt(value: Any) -> str:

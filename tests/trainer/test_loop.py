@@ -31,7 +31,7 @@ def test_two_stages_write_every_file_and_column(synth_dataset: Path, tmp_path: P
     rows = []
     result = fit(cfg, report=rows.append)
     out = tmp_path / "run"
-    for name in ("config.yaml", "command.txt", "history.csv", "last.pt", "best.pt"):
+    for name in ("config.yaml", "command.txt", "history.csv", "last.pt", "best.pt", "preview.png"):
         assert (out / name).is_file(), name
     assert load_yaml(str(out / "config.yaml")) == cfg
     command = (out / "command.txt").read_text().split()
