@@ -27,7 +27,7 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "resume": ("camotune.search.commands", "resume_main", "continue an interrupted search"),
     "results": ("camotune.results.commands", "results_main", "leaderboard, statuses, plots"),
     "export": ("camotune.results.commands", "export_main", "best (or k-th) config of a sweep"),
-    "confirm": ("camotune.results.commands", "confirm_main",
+    "confirm": ("camotune.search.confirm", "confirm_main",
                 "rerun the leaders with several seeds and evaluate them"),
     "demo": ("camotune.search.commands", "demo_main",
              "synthetic data, a small sweep, its leaderboard and best command"),

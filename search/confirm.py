@@ -1,0 +1,167 @@
+"""``camotune confirm SWEEP_DIR``: are the leaders really the best, or were they lucky?
+
+The top K trials' configs are rerun for the full run with N seeds each (as Ray tasks with the
+sweep's per-trial resources), each rerun's ``best.pt`` is evaluated on the test split(s) with
+the standard COD table, and the config with the best mean validation IoU wins. Everything goes
+to ``confirm.csv`` in the sweep folder and under the sweep's MLflow parent run; the winner's
+weights are registered as model ``camotune-<sweep>`` with the alias ``champion``.
+
+The winner is chosen on validation IoU (a split of the training images); the test figures are
+reported, never used to choose.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import math
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from camotune.cliutil import Parser, setup_logging
+from camotune.errors import BadInput
+from camotune.trainer.config import TrainConfig, from_dict
+
+log = logging.getLogger(__name__)
+
+CONFIRM_FILE = "confirm.csv"
+CONFIRM_DIR = "confirm"
+TEST_KEYS = ("sm", "em_mean", "wfm", "mae", "iou", "dice")
+
+
+def confirm_parser() -> Parser:
+    p = Parser(prog="camotune confirm",
+               description="Rerun the best K configs of a sweep with N seeds for the full run, "
+                           "evaluate them on the test split(s), register the winner.")
+    p.add_argument("sweep_dir")
+    p.add_argument("--top-k", type=int, default=3, help="configs to rerun (default 3)")
+    p.add_argument("--seeds", type=int, default=3, help="seeds per config (default 3)")
+    p.add_argument("--split", choices=("test", "val"), default="test",
+                   help="what each rerun's best.pt is evaluated on (default test)")
+    p.add_argument("--no-register", action="store_true",
+                   help="do not register the winner in the MLflow Model Registry")
+    return p
+
+
+def rerun_configs(sweep_dir: Path, top_k: int, seeds: int) -> list[tuple[str, TrainConfig]]:
+    """(trial_id, config) of every rerun: the top ``top_k`` trials by best val_iou, each with
+    seeds ``seed, seed+1, ...``, each in ``<sweep>/confirm/<trial_id>/seed<s>/``."""
+    from camotune.results.read import load_sweep
+
+    sweep = load_sweep(sweep_dir)
+    trials = sweep.trials
+    ranked = trials[trials["best_val_iou"].notna()].sort_values("best_val_iou",
+                                                                ascending=False)
+    if ranked.empty:
+        raise BadInput(f"{sweep_dir}: no trial has a validation IoU to confirm")
+    out = []
+    for _, row in ranked.head(top_k).iterrows():
+        cfg = from_dict(row["config"], source=f"trial {row['trial_id']}")
+        for k in range(seeds):
+            seed = cfg.seed + k
+            folder = sweep_dir / CONFIRM_DIR / str(row["trial_id"]) / f"seed{seed}"
+            out.append((str(row["trial_id"]), dataclasses.replace(
+                cfg, seed=seed, checkpoint_dir=str(folder), resume_from="")))
+    return out
+
+
+def run_one(cfg_dict: dict[str, Any], split: str) -> dict[str, Any]:
+    """Train one rerun to the end (resuming it if an earlier confirm was interrupted) and
+    evaluate its best.pt. Runs in a Ray task."""
+    from camotune.trainer.evaluate import evaluate_checkpoint
+    from camotune.trainer.loop import fit
+
+    cfg = from_dict(cfg_dict)
+    last = Path(cfg.checkpoint_dir) / "last.pt"
+    if last.is_file():
+        cfg = dataclasses.replace(cfg, resume_from=str(last))
+    result = fit(cfg, overwrite=True)
+    best = Path(cfg.checkpoint_dir) / "best.pt"
+    row: dict[str, Any] = {"seed": cfg.seed, "best_val_iou": result.best_val_iou,
+                           "checkpoint": str(best)}
+    try:
+        table = evaluate_checkpoint(best, cfg.dataset_path, split=split, workers=0)
+    except BadInput as exc:  # e.g. a layout without test sets: report, do not fail
+        row["evaluation"] = str(exc)
+        return row
+    for _, t in table.iterrows():
+        for key in TEST_KEYS:
+            row[f"{t['dataset']}/{key}"] = float(t[key])
+    return row
+
+
+def run_all(jobs: list[tuple[str, TrainConfig]], settings, split: str) -> list[dict[str, Any]]:
+    """Every rerun as a Ray task with the sweep's per-trial resources; progress on stderr."""
+    import ray
+
+    from camotune.search.runtime import init_ray
+    from camotune.trainer.config import to_dict
+
+    init_ray(settings.address)
+    task = ray.remote(run_one).options(num_cpus=settings.cpus_per_trial,
+                                       num_gpus=settings.gpus_per_trial)
+    pending = {task.remote(to_dict(cfg), split): (tid, cfg) for tid, cfg in jobs}
+    rows = []
+    while pending:
+        done, _ = ray.wait(list(pending), num_returns=1)
+        tid, cfg = pending.pop(done[0])
+        row = ray.get(done[0])
+        rows.append({"trial_id": tid, **row})
+        log.info("confirm %d/%d: trial=%s seed=%d best_val_iou=%.4f", len(rows), len(jobs),
+                 tid, cfg.seed, row["best_val_iou"])
+    return rows
+
+
+def summarise(rows: list[dict[str, Any]]):
+    """One row per config: mean and std of best val_iou over its seeds, and the means of the
+    test metrics; sorted best first."""
+    import pandas as pd
+
+    frame = pd.DataFrame(rows)
+    metrics = [c for c in frame.columns if "/" in c]
+    grouped = frame.groupby("trial_id")
+    summary = pd.DataFrame({
+        "seeds": grouped.size(),
+        "val_iou_mean": grouped["best_val_iou"].mean(),
+        "val_iou_std": grouped["best_val_iou"].std(ddof=1).fillna(0.0),
+        **{f"{m}_mean": grouped[m].mean() for m in metrics},
+    }).sort_values("val_iou_mean", ascending=False)
+    return summary.reset_index()
+
+
+def confirm_main(argv: Sequence[str]) -> int:
+    from camotune.search.settings import read_settings
+
+    args = confirm_parser().parse_args(list(argv))
+    setup_logging()
+    if args.top_k < 1 or args.seeds < 1:
+        raise BadInput("--top-k and --seeds must be >= 1")
+    sweep_dir = Path(args.sweep_dir)
+    settings = read_settings(sweep_dir)
+    jobs = rerun_configs(sweep_dir, args.top_k, args.seeds)
+    log.info("confirm: %d configs x %d seeds = %d full runs of %s", args.top_k, args.seeds,
+             len(jobs), sweep_dir)
+    rows = run_all(jobs, settings, args.split)
+    summary = summarise(rows)
+    winner = summary.iloc[0]
+    import pandas as pd
+
+    table = pd.DataFrame(rows).merge(summary, on="trial_id")
+    path = sweep_dir / CONFIRM_FILE
+    table.to_csv(path, index=False)
+    print(summary.to_string(index=False, float_format=lambda v: f"{v:.4f}"))
+    print(f"winner: trial {winner['trial_id']} val_iou {winner['val_iou_mean']:.4f} "
+          f"+- {winner['val_iou_std']:.4f} over {int(winner['seeds'])} seeds; {path}",
+          file=sys.stderr)
+    from camotune.search.confirm_tracking import log_confirm
+
+    log_confirm(settings, rows, summary, path, register=not args.no_register)
+    return 0
+
+
+def best_rerun(rows: list[dict[str, Any]], trial_id: str) -> dict[str, Any]:
+    """The winning config's rerun with the highest best val_iou (its weights are registered)."""
+    mine = [r for r in rows if r["trial_id"] == trial_id]
+    return max(mine, key=lambda r: r["best_val_iou"] if math.isfinite(r["best_val_iou"]) else -1)
