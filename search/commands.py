@@ -26,7 +26,8 @@ DEFAULTS: dict[str, Any] = {"scheduler": "asha", "grace_period": 2, "reduction_f
 
 
 def sweep_parser() -> Parser:
-    p = Parser(prog="camotune sweep",
+    # No abbreviated flags: `--submit` forwards the command line minus its own flags, exactly.
+    p = Parser(prog="camotune sweep", allow_abbrev=False,
                description="Search CamoXpert hyperparameters with Ray Tune (ASHA + Optuna). "
                            "Training flags given here form the base config of every trial.")
     p.add_argument("--space", required=True, help="preset name (smoke, default, seed-collapse, "
@@ -67,11 +68,17 @@ def sweep_parser() -> Parser:
     p.add_argument("--collapse-drop", type=float, default=CollapseSettings.drop,
                    help="collapse when val_iou falls below this share of the trial's best")
     p.add_argument("--collapse-min-epoch", type=int, default=CollapseSettings.min_epoch,
-                   help="earliest epoch at which an all-background streak stops a trial")
+                   help="first epoch counted in an all-background streak (default 3)")
     p.add_argument("--log-checkpoints", action="store_true",
                    help="upload each trial's best.pt to MLflow")
     p.add_argument("--address", help="join an existing Ray cluster (auto, host:port, "
-                   "ray://host:10001); default: a local Ray")
+                   "ray://host:10001); with --submit, its job API (http://HEAD:8265); default: "
+                   "$RAY_ADDRESS, else a local Ray. A token-authenticated cluster needs its token "
+                   "in $RAY_AUTH_TOKEN, $RAY_AUTH_TOKEN_PATH or ~/.ray/auth_token")
+    p.add_argument("--submit", action="store_true",
+                   help="run the sweep's driver as a Ray job on the cluster at --address "
+                        "http://HEAD:8265: prints the job id, follows its log (Ctrl-C stops "
+                        "following, not the job); every path is a path on the cluster")
     add_config_arguments(p)
     return p
 
@@ -167,23 +174,67 @@ def _generated_name(space: str, storage: Path) -> str:
 def sweep_main(argv: Sequence[str]) -> int:
     args = sweep_parser().parse_args(list(argv))
     setup_logging()
+    if args.submit:
+        return _submit_sweep(args, argv)
     settings = settings_from_args(args)
     return execute(settings, resume=False)
 
 
+def _submit_sweep(args, argv: Sequence[str]) -> int:
+    """The checks that need no cluster file, then the same command as a Ray job."""
+    from camotune.search import submit
+
+    address = submit.check_submit_address(args.address)
+    config_from_namespace(args)  # the training flags are valid
+    if args.space in _presets():
+        from camotune.spaces import load_space
+
+        load_space(args.space)
+    submit.check_cluster_paths(args, argv)
+    name = submit.sweep_name(args)
+    if "/" in name or name.startswith("."):
+        raise BadInput(f"--name {name!r}: a plain folder name is required")
+    command = ["sweep", *submit.entrypoint_argv(argv)] + ([] if args.name else ["--name", name])
+    folder = f"{args.storage_path.rstrip('/')}/{name}"
+    return submit.submit(command, address, description=f"sweep folder on the cluster: {folder}")
+
+
+def _presets() -> list[str]:
+    from camotune.spaces import list_presets
+
+    return list_presets()
+
+
 def resume_parser() -> Parser:
-    p = Parser(prog="camotune resume",
+    p = Parser(prog="camotune resume", allow_abbrev=False,
                description="Continue an interrupted sweep: finished trials are kept, unfinished "
                            "ones continue from their last checkpoint. Everything comes from "
                            "the folder's sweep.yaml.")
-    p.add_argument("sweep_dir", help="the sweep folder (<storage-path>/<name>)")
+    p.add_argument("sweep_dir", help="the sweep folder (<storage-path>/<name>); with --submit, "
+                   "its absolute path on the cluster")
+    p.add_argument("--address", help="join this Ray cluster instead of the one in sweep.yaml "
+                   "(auto, host:port, ray://host:10001); with --submit, its job API "
+                   "(http://HEAD:8265)")
+    p.add_argument("--submit", action="store_true",
+                   help="resume as a Ray job on the cluster at --address (see camotune sweep)")
     return p
 
 
 def resume_main(argv: Sequence[str]) -> int:
     args = resume_parser().parse_args(list(argv))
     setup_logging()
+    if args.submit:
+        from camotune.search import submit
+
+        address = submit.check_submit_address(args.address)
+        if not args.sweep_dir.startswith("/"):
+            raise BadInput(f"{args.sweep_dir}: with --submit, give the sweep folder's absolute "
+                           "path on the cluster")
+        return submit.submit(["resume", args.sweep_dir], address,
+                             description=f"resuming sweep folder {args.sweep_dir} on the cluster")
     settings = read_settings(args.sweep_dir)
+    if args.address:
+        settings = dataclasses.replace(settings, address=args.address)
     if not (settings.sweep_dir / "tuner.pkl").exists():
         raise BadInput(f"{settings.sweep_dir} has no Ray Tune state to resume (tuner.pkl)")
     return execute(settings, resume=True)
@@ -192,20 +243,24 @@ def resume_main(argv: Sequence[str]) -> int:
 def execute(settings: SweepSettings, *, resume: bool) -> int:
     """Start Ray, run or continue the sweep, write its results; the exit code."""
     from camotune.search import sweep
+    from camotune.search.distributed import check_resources
     from camotune.search.runtime import init_ray
     from camotune.search.settings import write_settings
 
-    tracker = None
+    workers = sweep.workers_per_trial(settings)
+    check_resources(cpus=settings.cpus_per_trial, gpus=settings.gpus_per_trial, workers=workers)
+    tracker = _tracker(settings)  # checks the tracking store before Ray starts
+    # Join (or start) Ray before writing anything: a wrong address or token leaves no folder.
+    init_ray(settings.address)
+    _check_capacity(settings, workers)
     if not resume:
         settings.sweep_dir.mkdir(parents=True, exist_ok=False)
         write_settings(settings)
-    tracker = _tracker(settings)
     _print_mlflow_hint(settings)
     log.info("sweep %s: space=%s searcher=%s scheduler=%s max_epochs=%d trials=%s folder=%s",
              settings.name, settings.space_source, settings.searcher, settings.scheduler,
              settings.max_epochs, len(settings.trial_params()) or settings.num_samples,
              settings.sweep_dir)
-    init_ray(settings.address)
     started = time.time()
     sweep.run(settings, resume=resume, tracker=tracker)
     log.info("sweep %s finished in %.0f s", settings.name, time.time() - started)
@@ -214,6 +269,20 @@ def execute(settings: SweepSettings, *, resume: bool) -> int:
     if summary is not None and summary.get("finished", 1) == 0:
         raise JobFailed("no trial of the sweep produced a validation IoU", reason="error")
     return 0
+
+
+def _check_capacity(settings: SweepSettings, workers: int) -> None:
+    """Warn when one trial needs more than the whole cluster has: it would wait for nodes."""
+    import ray
+
+    total = ray.cluster_resources()
+    need = {"CPU": settings.cpus_per_trial * workers, "GPU": settings.gpus_per_trial * workers}
+    for key, amount in need.items():
+        if amount > total.get(key, 0.0) + 1e-9:
+            log.warning("one trial needs %s %s (%d worker(s) x --%s-per-trial) but the cluster "
+                        "has %s: trials wait until nodes join", amount, key, workers,
+                        key.lower().replace("cpu", "cpus").replace("gpu", "gpus"),
+                        total.get(key, 0.0))
 
 
 def _tracker(settings: SweepSettings):

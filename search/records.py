@@ -26,7 +26,7 @@ from camotune.search.events import append_event, read_events
 from camotune.search.progress import StatusTable
 from camotune.search.settings import TRIALS_DIR, TRIALS_FILE, SweepSettings
 from camotune.search.stoppers import StopRegistry
-from camotune.search.trainable import read_outcome, trial_config, trial_params
+from camotune.search.trainable import read_outcome, trial_config, trial_params, write_ended
 from camotune.trainer.config import to_dict
 from camotune.trainer.history import METRIC_KEYS
 
@@ -56,6 +56,7 @@ class SweepCallback(Callback):
         self._ended: dict[str, dict[str, Any]] = {}
         self._started: set[str] = set()
         self._orphans_checked = False
+        self._workers: dict[str, int] = {}
         self._table: dict[str, dict[str, Any]] = {}
         self._status = StatusTable(settings.max_epochs)
 
@@ -74,6 +75,7 @@ class SweepCallback(Callback):
                 continue
             if event["event"] == "start":
                 self._started.add(tid)
+                self._workers[tid] = int(event.get("resources", {}).get("workers", 1))
             elif event["event"] == "epoch":
                 self._last[tid] = event["metrics"]
                 self._prior_seconds[tid] = float(event.get("seconds", 0.0))
@@ -93,13 +95,15 @@ class SweepCallback(Callback):
         cfg = trial_config(self.settings, params, tid)
         restored = tid in self._started
         self._started.add(tid)
+        self._workers[tid] = cfg.workers_per_trial
         self._segment_start[tid] = time.time()
         record = {
             "event": "start", "trial_id": tid, "params": params, "config": to_dict(cfg),
             "trial_dir": f"{TRIALS_DIR}/{tid}", "lr_stage1": cfg.resolved_lr(1),
             "lr_stage2": cfg.resolved_lr(2), "restored": restored,
             "resources": {"cpu": self.settings.cpus_per_trial,
-                          "gpu": self.settings.gpus_per_trial},
+                          "gpu": self.settings.gpus_per_trial,
+                          "workers": cfg.workers_per_trial},
         }
         append_event(self.path, record)
         row = self._table.setdefault(tid, {"epoch": 0, "val_iou": None, "best": None})
@@ -110,6 +114,8 @@ class SweepCallback(Callback):
         if "epoch" not in result:
             return
         tid = trial.trial_id
+        if int(result["epoch"]) <= int(self._last.get(tid, {}).get("epoch") or 0):
+            return  # an epoch recorded before a resume, reported again
         metrics = {k: _clean(result.get(k)) for k in METRIC_KEYS}
         self._last[tid] = metrics
         append_event(self.path, {"event": "epoch", "trial_id": tid, "epoch": int(result["epoch"]),
@@ -121,6 +127,8 @@ class SweepCallback(Callback):
 
     def on_trial_complete(self, iteration: int, trials: list, trial, **info: Any) -> None:
         tid = trial.trial_id
+        if tid in self._ended:
+            return  # ended before a resume; Ray restored it from an older saved state
         last = self._last.get(tid, {})
         stop = self.registry.get(tid)
         if stop is not None:
@@ -143,6 +151,8 @@ class SweepCallback(Callback):
 
     def on_trial_error(self, iteration: int, trials: list, trial, **info: Any) -> None:
         tid = trial.trial_id
+        if tid in self._ended:
+            return
         outcome = read_outcome(self.trial_dir(tid))
         if outcome is not None:
             reason, message = outcome["stop_reason"], outcome["message"]
@@ -161,7 +171,9 @@ class SweepCallback(Callback):
         if tid in self._ended:
             return
         last = self._last.get(tid, {})
-        share = self.settings.gpus_per_trial or self.settings.cpus_per_trial
+        # GPU seconds (CPU seconds without a GPU) of every data-parallel worker of the trial.
+        workers = int(self._workers.get(tid, 1))
+        share = (self.settings.gpus_per_trial or self.settings.cpus_per_trial) * workers
         record = {
             "event": "end", "trial_id": tid, "stop_reason": reason,
             "rung": rung, "epochs": int(last.get("epoch") or 0),
@@ -171,6 +183,7 @@ class SweepCallback(Callback):
         }
         self._ended[tid] = record
         append_event(self.path, record)
+        write_ended(self.trial_dir(tid), reason)
         self._segment_start.pop(tid, None)
         self._prior_seconds[tid] = self.seconds(tid)
         log.info("trial %s ended: stop_reason=%s epochs=%d best_val_iou=%s", tid, reason,

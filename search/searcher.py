@@ -4,12 +4,18 @@ Ray's ``OptunaSearch`` tells Optuna COMPLETE with the last reported value for an
 reported, so a trial ASHA stopped at epoch 2 would count as finished with its epoch-2 IoU.
 `CamotuneOptunaSearch` instead reports intermediate values at step = epoch, ends trials that
 stopped before the last epoch as PRUNED, failed trials as FAIL, and completed trials as
-COMPLETE with their best ``val_iou``. The study lives in a sqlite file in the sweep folder.
+COMPLETE with their best ``val_iou``.
+
+The study itself is in memory, so it is saved and restored with Ray's searcher state and stays
+consistent with Ray's view after a resume; a copy is written to ``optuna.db`` (sqlite) in the
+sweep folder after every finished trial, for optuna-dashboard or `optuna.load_study`.
 """
 
 from __future__ import annotations
 
 import logging
+import os
+from pathlib import Path
 from typing import Any
 
 from ray.tune.search.optuna import OptunaSearch
@@ -34,15 +40,32 @@ def make_sampler(kind: str, seed: int):
 class CamotuneOptunaSearch(OptunaSearch):
     """OptunaSearch with honest trial states (see the module docstring)."""
 
-    def __init__(self, *, max_epochs: int, **kwargs: Any) -> None:
+    def __init__(self, *, max_epochs: int, export_path: str | None = None,
+                 **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.max_epochs = max_epochs
+        self.export_path = export_path
+
+    def export(self) -> None:
+        """Write the study to ``export_path`` (sqlite), replacing the previous copy."""
+        if not self.export_path or self._ot_study is None:
+            return
+        import optuna
+
+        final = Path(self.export_path)
+        tmp = final.with_name(final.name + ".tmp")
+        tmp.unlink(missing_ok=True)
+        optuna.copy_study(from_study_name=self._ot_study.study_name,
+                          from_storage=self._ot_study._storage, to_storage=f"sqlite:///{tmp}")
+        os.replace(tmp, final)
 
     def on_trial_result(self, trial_id: str, result: dict) -> None:
         value, epoch = result.get(self.metric), result.get("epoch")
         if value is None or epoch is None or trial_id not in self._ot_trials:
             return
-        self._ot_trials[trial_id].report(float(value), int(epoch))
+        ot_trial = self._ot_trials[trial_id]
+        if int(epoch) not in ot_trial.storage.get_trial(ot_trial._trial_id).intermediate_values:
+            ot_trial.report(float(value), int(epoch))
 
     def on_trial_complete(self, trial_id: str, result: dict | None = None,
                           error: bool = False) -> None:
@@ -51,6 +74,10 @@ class CamotuneOptunaSearch(OptunaSearch):
         if trial_id in self._completed_trials or trial_id not in self._ot_trials:
             return
         ot_trial = self._ot_trials[trial_id]
+        # Tune does not pass the result that stopped a trial to on_trial_result: report it here,
+        # so a pruned trial's last (rung) value reaches the study.
+        if result:
+            self.on_trial_result(trial_id, result)
         epoch = (result or {}).get("epoch")
         value = (result or {}).get("best_val_iou")
         if error:
@@ -65,6 +92,7 @@ class CamotuneOptunaSearch(OptunaSearch):
             log.warning("optuna refused trial %s as %s (%s); telling FAIL", trial_id, state, exc)
             self._ot_study.tell(ot_trial, None, state=TrialState.FAIL)
         self._completed_trials.add(trial_id)
+        self.export()
 
     def warm_start(self, trials: list[dict[str, Any]]) -> int:
         """Add finished trials of an earlier sweep (dicts with ``params``, ``state``

@@ -30,11 +30,30 @@ def epoch_events(path: Path | None) -> Iterator[tuple[str, int, dict[str, Any]]]
             yield event["trial_id"], int(event["epoch"]), event["metrics"]
 
 
+_REGISTRIES: dict[str, StopRegistry] = {}
+
+
+def _registry_for(key: str) -> StopRegistry:
+    return _REGISTRIES.setdefault(key, StopRegistry(key))
+
+
 @dataclass
 class StopRegistry:
-    """Stops decided in the driver: trial_id -> {"stop_reason", "rung", "evidence"}."""
+    """Stops decided in the driver: trial_id -> {"stop_reason", "rung", "evidence"}.
 
+    One per sweep (``key`` = the sweep folder) and per process: the scheduler, the stopper and
+    the records callback each hold it, and Ray may unpickle them separately on restore, so
+    unpickling returns the process's registry for the key rather than a copy.
+    """
+
+    key: str
     stops: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        _REGISTRIES.setdefault(self.key, self)
+
+    def __reduce__(self):
+        return (_registry_for, (self.key,))
 
     def mark(self, trial_id: str, reason: str, *, rung: int | None = None,
              evidence: dict[str, Any] | None = None) -> None:
@@ -100,8 +119,8 @@ class CollapseStopper(Stopper):
     """Stops a trial whose predictions collapse.
 
     - ``collapsed``: ``val_fg_ratio`` below ``fg_ratio`` while ``gt_fg_ratio`` is above it, for
-      ``patience`` epochs in a row ending at epoch ``min_epoch`` or later (an all-background
-      model; a fresh decoder often predicts nothing in its first epochs); or, once the trial's best
+      ``patience`` epochs in a row counted from epoch ``min_epoch`` on (an all-background model;
+      a fresh decoder often predicts nothing in its first epochs); or, once the trial's best
       ``val_iou`` reached ``min_best`` (small objects make near-empty early predictions normal),
       a ``val_iou`` below ``drop`` x that best.
     - ``diverged``: a non-finite ``train_loss`` or ``val_iou``.
@@ -141,11 +160,11 @@ class CollapseStopper(Stopper):
                 self.registry.mark(trial_id, "diverged", evidence={"epoch": epoch, name: value})
                 return True
         pred_fg, gt_fg = result.get("val_fg_ratio"), result.get("gt_fg_ratio")
-        if pred_fg is not None and gt_fg is not None and pred_fg < self.fg_ratio < gt_fg:
-            self._empty_streak[trial_id] = self._empty_streak.get(trial_id, 0) + 1
-        else:
-            self._empty_streak[trial_id] = 0
-        if decide and self._empty_streak[trial_id] >= self.patience and epoch >= self.min_epoch:
+        empty = pred_fg is not None and gt_fg is not None and pred_fg < self.fg_ratio < gt_fg
+        # Epochs before min_epoch do not count: a fresh decoder often predicts nothing at first.
+        streak = self._empty_streak.get(trial_id, 0)
+        self._empty_streak[trial_id] = streak + 1 if empty and epoch >= self.min_epoch else 0
+        if decide and self._empty_streak[trial_id] >= self.patience:
             self.registry.mark(trial_id, "collapsed", evidence={
                 "rule": "all_background", "epoch": epoch, "val_fg_ratio": pred_fg,
                 "gt_fg_ratio": gt_fg, "epochs_in_a_row": self._empty_streak[trial_id]})

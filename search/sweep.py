@@ -24,37 +24,44 @@ EXPERIMENT_CHECKPOINT_S = "2"
 
 
 def trainable(settings: SweepSettings):
+    """`run_trial` with the sweep's settings and each trial's resources: ``--cpus-per-trial``
+    and ``--gpus-per-trial`` for a single-worker trial; for ``--workers-per-trial N`` a token
+    bundle for the coordinating trial, Ray Train reserving N such workers (distributed.py)."""
     from ray import tune
 
+    from camotune.search.distributed import TrialResources
     from camotune.search.trainable import run_trial
 
     fn = tune.with_parameters(run_trial, settings=settings)
-    resources = {"cpu": settings.cpus_per_trial, "gpu": settings.gpus_per_trial}
-    return tune.with_resources(fn, resources)
+    return tune.with_resources(fn, TrialResources(settings))
+
+
+def workers_per_trial(settings: SweepSettings) -> int:
+    """Data-parallel workers of the sweep's trials (base config + the space's fixed values)."""
+    return settings.space.apply(settings.base, {}).workers_per_trial
 
 
 def default_concurrency(settings: SweepSettings) -> int:
-    """Trials that fit in the cluster at once (at least 1)."""
+    """Trials that fit in the cluster at once (at least 1), counting every worker of a trial."""
     import ray
 
     total = ray.cluster_resources()
-    fits = [int(total.get("CPU", 1) // max(settings.cpus_per_trial, 1e-9))]
+    workers = workers_per_trial(settings)
+    fits = [int(total.get("CPU", 1) // max(settings.cpus_per_trial * workers, 1e-9))]
     if settings.gpus_per_trial > 0:
-        fits.append(int(total.get("GPU", 0) // settings.gpus_per_trial))
+        fits.append(int(total.get("GPU", 0) // (settings.gpus_per_trial * workers)))
     return max(1, min(fits))
 
 
 def _searcher(settings: SweepSettings, concurrency: int):
-    import optuna
     from ray.tune.search import ConcurrencyLimiter
 
     from camotune.search.searcher import CamotuneOptunaSearch, make_sampler
 
-    storage = optuna.storages.RDBStorage(f"sqlite:///{settings.sweep_dir / OPTUNA_FILE}")
     searcher = CamotuneOptunaSearch(
         space=settings.space.optuna_distributions(), metric="val_iou", mode="max",
-        sampler=make_sampler(settings.searcher, settings.seed), storage=storage,
-        study_name=settings.name, max_epochs=settings.max_epochs)
+        sampler=make_sampler(settings.searcher, settings.seed), study_name=settings.name,
+        max_epochs=settings.max_epochs, export_path=str(settings.sweep_dir / OPTUNA_FILE))
     for point in settings.points:
         searcher._ot_study.enqueue_trial(point, skip_if_exists=False)
     if settings.warm_start:
@@ -70,7 +77,7 @@ def build_tuner(settings: SweepSettings, tracker: Tracker | None = None):
     """A fresh Tuner for ``settings`` (Ray must be initialised)."""
     from ray import tune
 
-    registry = StopRegistry()
+    registry = StopRegistry(str(settings.sweep_dir))
     history = settings.sweep_dir / "trials.jsonl"
     concurrency = settings.max_concurrent or default_concurrency(settings)
     scheduler = None

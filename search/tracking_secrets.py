@@ -32,11 +32,22 @@ _TOKEN_SHAPES = re.compile(r"\b(?:ghp_|gho_|ghs_|github_pat_|hf_|sk-|xox[abp]-|g
 
 def secret_env_values(environ: dict[str, str] | None = None) -> list[str]:
     """Values of the environment variables whose names look secret, longest first."""
-    environ = os.environ if environ is None else environ
+    environ = _environ_snapshot() if environ is None else environ
     values = {v for k, v in environ.items()
               if _SECRET_ENV.search(k.upper()) and len(v) >= _MIN_SECRET_LEN
               and v.lower() not in _NOT_SECRETS}
     return sorted(values, key=len, reverse=True)
+
+
+def _environ_snapshot() -> dict[str, str]:
+    """A copy of the environment; other threads (MLflow's telemetry) may change it while we
+    read, which makes iterating ``os.environ`` raise."""
+    for _ in range(10):
+        try:
+            return dict(os.environ)
+        except (KeyError, RuntimeError):
+            continue
+    return {}
 
 
 def scrub(text: str, environ: dict[str, str] | None = None) -> str:

@@ -4,8 +4,11 @@ A trial is ``fit(base + fixed + params)`` writing into ``<sweep>/trials/<trial_i
 epoch it reports the metric keys with a tiny checkpoint that points at that folder's
 ``last.pt`` (the real checkpoint is never copied), so a restored trial resumes exactly where it
 stopped. A failure is written to ``outcome.json`` before it propagates, so the driver can tell
-``diverged`` and ``oom`` from other errors. Only files are written here: the driver is the one
-writer of ``trials.jsonl`` and MLflow.
+``diverged`` and ``oom`` from other errors. ``node.json`` records where the trial ran. Only
+files are written here: the driver is the one writer of ``trials.jsonl`` and MLflow.
+
+With ``--workers-per-trial`` above 1 the trial coordinates a Ray Train run instead of training
+itself (search/distributed.py); the report and its pointer checkpoint are the same.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ from camotune.errors import JobFailed
 from camotune.trainer.config import TrainConfig
 
 OUTCOME_FILE = "outcome.json"
+ENDED_FILE = "ended.json"  # written by the driver when it records the trial's end
 POINTER_FILE = "camotune_checkpoint.json"
 
 
@@ -47,6 +51,11 @@ def write_outcome(trial_dir: Path, reason: str, message: str) -> None:
     tmp = trial_dir / (OUTCOME_FILE + ".tmp")
     tmp.write_text(json.dumps({"stop_reason": reason, "message": message}))
     os.replace(tmp, trial_dir / OUTCOME_FILE)
+
+
+def write_ended(trial_dir: Path, reason: str) -> None:
+    trial_dir.mkdir(parents=True, exist_ok=True)
+    (trial_dir / ENDED_FILE).write_text(json.dumps({"stop_reason": reason}))
 
 
 def read_outcome(trial_dir: Path) -> dict[str, Any] | None:
@@ -83,15 +92,42 @@ def run_trial(config: dict[str, Any], settings) -> None:
                 {"last": str(last), "epoch": row["epoch"]}))
             tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(tmp))
 
+    if (trial_dir / ENDED_FILE).is_file():
+        # The driver recorded this trial's end before the sweep was interrupted, but Ray
+        # restored it from an older saved state: hand Ray its last result, train nothing.
+        from camotune.trainer.history import read_history
+
+        rows = read_history(trial_dir / "history.csv")
+        if not rows:  # it failed before its first epoch: let Ray see it fail again
+            raise RuntimeError(f"trial {trial_id} had already ended before the resume")
+        report(rows[-1])
+        return
+
     try:
-        fit(cfg, report=report, overwrite=True)
-    except JobFailed as exc:
-        write_outcome(trial_dir, exc.reason, str(exc))
-        raise
+        if cfg.workers_per_trial > 1:
+            from camotune.search.distributed import run_workers
+
+            run_workers(cfg, cpus=settings.cpus_per_trial, gpus=settings.gpus_per_trial,
+                        storage=settings.sweep_dir / f"ray_{trial_id}", report=report)
+        else:
+            from camotune.search.distributed import node_record, write_nodes
+
+            write_nodes(trial_dir, [node_record(0)])
+            fit(cfg, report=report, overwrite=True)
     except Exception as exc:
-        write_outcome(trial_dir, "oom" if _is_oom_text(exc) else "error",
-                      f"{type(exc).__name__}: {exc}\n{traceback.format_exc(limit=8)}")
+        # A worker of a multi-worker trial has already written why it failed.
+        if not (cfg.workers_per_trial > 1 and read_outcome(trial_dir) is not None):
+            write_outcome(trial_dir, *failure_reason(exc))
         raise
+
+
+def failure_reason(exc: BaseException) -> tuple[str, str]:
+    """``(stop_reason, message)`` of a trial that raised ``exc``: a `JobFailed`'s reason
+    (diverged, oom), ``oom`` for out-of-memory errors, else ``error`` with a short traceback."""
+    if isinstance(exc, JobFailed):
+        return exc.reason, str(exc)
+    reason = "oom" if _is_oom_text(exc) else "error"
+    return reason, f"{type(exc).__name__}: {exc}\n{traceback.format_exc(limit=8)}"
 
 
 def _is_oom_text(exc: BaseException) -> bool:
