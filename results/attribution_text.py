@@ -209,8 +209,18 @@ def _gap_section(gap: pd.DataFrame, alpha: float) -> list[str]:
     elif overall["ci_low"] > 0:
         text += f" ({_ci(overall, alpha)}): the EMA weights do better; its lag is no cause."
     else:
-        text += (f" ({_ci(overall, alpha)}): no gap distinguishable from 0, so the EMA's lag "
-                 "does not explain the collapse.")
+        text += (f" ({_ci(overall, alpha)}): no gap distinguishable from 0 on average.")
+    ema_spread = gap["mean_ema"].max() - gap["mean_ema"].min()
+    raw_spread = gap["mean_raw"].max() - gap["mean_raw"].min()
+    if ema_spread < 0.01 < raw_spread:
+        # An average over levels can hide an EMA that never left its starting weights.
+        text += (f" But the EMA weights score about {gap['mean_ema'].mean():.3f} at every level "
+                 f"of every factor while the raw weights range over {raw_spread:.3f}: the "
+                 "average hardly moved from its starting weights (a decay too close to 1 for "
+                 "the number of optimizer steps), so validating it measures the "
+                 "initialisation, not the training.")
+    elif not (overall["ci_high"] < 0 or overall["ci_low"] > 0):
+        text += " The EMA's lag does not explain the collapse."
     return ["### EMA weights against raw weights", "", table, "", text, ""]
 
 

@@ -1,0 +1,239 @@
+"""PNG plots of a sweep (matplotlib, Agg backend): learning curves, each parameter against the
+best val_iou, parameter importance, rung bias and compute.
+
+`write_plots(sweep, out_dir)` writes every plot it can and returns notes: a warning when the
+best trial sits at the edge of a searched range, and why a plot was skipped (too few finished
+trials for importance, no ASHA rungs for the rung bias).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from camotune.results.read import Sweep
+
+log = logging.getLogger(__name__)
+
+COLOURS = {"completed": "#1b9e77", "asha_stopped": "#7570b3", "collapsed": "#d95f02",
+           "diverged": "#e7298a", "oom": "#a6761d", "error": "#666666", "running": "#1f78b4",
+           "interrupted": "#b2df8a", "orphaned": "#bbbbbb"}
+EDGE_SHARE = 0.1  # "at the edge": within this share of the range (log range for loguniform)
+
+
+def pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg", force=True)
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def colour(reason: str) -> str:
+    return COLOURS.get(reason, "#000000")
+
+
+def save_figure(fig, path: Path, *, layout: bool = True) -> Path:
+    if layout:
+        fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    pyplot().close(fig)
+    return path
+
+
+def _stage1_epochs(sweep: Sweep) -> int | None:
+    fixed = sweep.settings["space"].get("fixed") or {}
+    value = fixed.get("stage1_epochs", sweep.settings["base"].get("stage1_epochs"))
+    return int(value) if value is not None else None
+
+
+def learning_curves(sweep: Sweep, path: Path) -> Path:
+    """val_iou against epoch for every trial, coloured by stop reason; ASHA rungs as dashed
+    lines, the stage-2 start as a dotted line, a dot where each trial stopped."""
+    plt = pyplot()
+    fig, ax = plt.subplots(figsize=(8, 5))
+    seen = set()
+    for _, t in sweep.trials.iterrows():
+        ys = [math.nan if v is None else v for v in t["val_iou_history"]]
+        if not ys:
+            continue
+        xs = [int(r["epoch"]) for r in t["history"]] or list(range(1, len(ys) + 1))
+        reason = t["stop_reason"]
+        label = None if reason in seen else reason
+        seen.add(reason)
+        ax.plot(xs, ys, color=colour(reason), alpha=0.75, lw=1.3, label=label)
+        ax.plot(xs[-1:], ys[-1:], "o", color=colour(reason), ms=3.5)
+    for i, rung in enumerate(sweep.rungs()):
+        ax.axvline(rung, color="#444444", ls="--", lw=0.9,
+                   label="ASHA rung" if i == 0 else None)
+    s1 = _stage1_epochs(sweep)
+    if s1 and s1 < sweep.max_epochs:
+        ax.axvline(s1 + 0.5, color="#999999", ls=":", lw=1.0, label="stage 2 starts")
+    ax.set_xlim(0.5, sweep.max_epochs + 0.5)
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("validation IoU")
+    ax.set_title(f"{sweep.name}: learning curves of {len(sweep.trials)} trials")
+    ax.grid(alpha=0.3)
+    if seen:
+        ax.legend(loc="best", fontsize=8, title="stop reason")
+    return save_figure(fig, path)
+
+
+def space_dists(sweep: Sweep) -> dict[str, dict[str, Any]]:
+    """param -> its space entry ({type, low, high} or {type: choice, values}); design factors
+    as a choice of their two levels."""
+    space = sweep.settings["space"]
+    if space.get("design"):
+        return {f: {"type": "choice", "values": list(v)}
+                for f, v in space["design"]["levels"].items()}
+    return dict(space.get("params") or {})
+
+
+def edge_warnings(sweep: Sweep) -> list[str]:
+    """One line per searched range whose best trial lies within 10% of an end (on the log
+    scale for loguniform); numeric choices of 3+ values count when the best is the first or
+    last. Nothing for designs (their two levels are ends by construction)."""
+    df = sweep.trials[sweep.trials["best_val_iou"].notna()]
+    if df.empty or sweep.design:
+        return []
+    best = df.loc[df["best_val_iou"].idxmax()]
+    out = []
+    for name, dist in space_dists(sweep).items():
+        value = best.get(name)
+        if value is None or isinstance(value, (bool, str)):
+            continue
+        kind = dist.get("type")
+        if kind in ("loguniform", "uniform", "int"):
+            lo, hi, v = float(dist["low"]), float(dist["high"]), float(value)
+            if kind == "loguniform":
+                lo, hi, v = math.log(lo), math.log(hi), math.log(v)
+            share = (v - lo) / (hi - lo)
+            if share <= EDGE_SHARE or share >= 1 - EDGE_SHARE:
+                end = "low" if share <= EDGE_SHARE else "high"
+                out.append(f"warning: the best trial's {name}={value:.4g} sits at the {end} edge "
+                           f"of its range [{dist['low']}, {dist['high']}]: widen the range")
+        elif kind == "choice":
+            values = [x for x in dist["values"] if not isinstance(x, (bool, str))]
+            if len(values) >= 3 and len(values) == len(dist["values"]) \
+                    and value in (min(values), max(values)):
+                end = "smallest" if value == min(values) else "largest"
+                out.append(f"warning: the best trial's {name}={value} is the {end} of its "
+                           f"choices {dist['values']}: consider extending them")
+    return out
+
+
+def params_vs_iou(sweep: Sweep, path: Path) -> Path | None:
+    """One panel per searched param: its value against the trial's best val_iou, coloured by
+    stop reason (loguniform params on a log axis, choices as jittered categories; the best
+    trial circled). None when no trial has a val_iou."""
+    df = sweep.trials[sweep.trials["best_val_iou"].notna()]
+    params = list(sweep.params)
+    if df.empty or not params:
+        return None
+    plt = pyplot()
+    dists = space_dists(sweep)
+    cols = min(3, len(params))
+    rows = math.ceil(len(params) / cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 3.4 * rows), squeeze=False)
+    best_at = int(np.argmax(df["best_val_iou"].to_numpy()))
+    rng = np.random.default_rng(0)
+    for ax, name in zip(axes.flat, params, strict=False):
+        kind = dists.get(name, {}).get("type", "choice")
+        values = df[name]
+        numeric = kind in ("loguniform", "uniform", "int")
+        if numeric:
+            xs = values.astype(float).to_numpy()
+        else:
+            listed = [str(v) for v in dists.get(name, {}).get("values", [])]
+            seen = sorted(set(map(str, values.unique())) - set(listed), key=natural_key)
+            cats = listed + seen  # every choice, even one no finished trial has yet
+            pos = {c: i for i, c in enumerate(cats)}
+            xs = np.array([pos[str(v)] for v in values]) + rng.uniform(-0.15, 0.15, len(values))
+            ax.set_xticks(range(len(cats)), cats)
+            ax.set_xlim(-0.5, len(cats) - 0.5)
+        ax.scatter(xs, df["best_val_iou"], c=[colour(r) for r in df["stop_reason"]], s=22,
+                   alpha=0.85, edgecolors="none")
+        ax.scatter([xs[best_at]], [df["best_val_iou"].iloc[best_at]], s=110, facecolors="none", edgecolors="black",
+                   lw=1.2)
+        if kind == "loguniform":
+            ax.set_xscale("log")
+        ax.set_xlabel(name + (" (log)" if kind == "loguniform" else ""))
+        ax.set_ylabel("best validation IoU")
+        ax.grid(alpha=0.3)
+    for ax in list(axes.flat)[len(params):]:
+        ax.set_visible(False)
+    handles = [plt.Line2D([], [], ls="", marker="o", color=colour(r), label=r)
+               for r in sorted(df["stop_reason"].unique())]
+    handles.append(plt.Line2D([], [], ls="", marker="o", mfc="none", mec="black", ms=10,
+                              label="best trial"))
+    fig.suptitle(f"{sweep.name}: each searched parameter against best validation IoU")
+    fig.tight_layout(rect=(0, 0.07, 1, 1))
+    fig.legend(handles=handles, loc="lower center", ncol=len(handles), fontsize=8,
+               title="stop reason", frameon=False)
+    return save_figure(fig, path, layout=False)
+
+
+def natural_key(text: str) -> tuple[int, float, str]:
+    try:
+        return (0, float(text), "")
+    except ValueError:
+        return (1, 0.0, text)
+
+
+def compute_plot(sweep: Sweep, path: Path) -> Path:
+    """Compute used per stop reason (stacked) against running every trial to max_epochs."""
+    from camotune.results.leaderboard import compute
+
+    plt = pyplot()
+    c = compute(sweep)
+    df = sweep.trials
+    fig, ax = plt.subplots(figsize=(6.5, 4))
+    bottom = 0.0
+    for reason, seconds in df.groupby("stop_reason")["gpu_seconds"].sum().items():
+        ax.bar(0, seconds, bottom=bottom, color=colour(str(reason)), label=str(reason))
+        bottom += float(seconds)
+    ax.bar(1, c["full"], color="#cccccc", label="every trial to the end (estimate)")
+    ax.set_xticks([0, 1], ["used", f"all trials x {sweep.max_epochs} epochs"])
+    unit = "GPU-seconds" if float(sweep.settings.get("gpus_per_trial") or 0) > 0 \
+        else "CPU-seconds"
+    ax.set_ylabel(unit)
+    saved = ("" if math.isnan(c["saved_fraction"])
+             else f": {100 * c['saved_fraction']:.0f}% saved")
+    if c["unfinished"]:
+        saved = f" ({c['unfinished']} trial(s) unfinished)"
+    ax.set_title(f"{sweep.name}: compute used {c['used']:.0f} vs {c['full']:.0f}{saved}")
+    ax.legend(fontsize=8)
+    ax.grid(axis="y", alpha=0.3)
+    return save_figure(fig, path)
+
+
+def write_plots(sweep: Sweep, out_dir: str | Path) -> tuple[dict[str, Path], list[str]]:
+    """Write every plot into ``out_dir`` (created): ``learning_curves.png``,
+    ``params_vs_iou.png``, ``importance.png``, ``rung_bias.png``, ``compute.png``. Returns
+    (name -> path of the plots written, notes: warnings and why a plot was skipped)."""
+    from camotune.results.importance import importance_plot, rung_bias_plot
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    written: dict[str, Path] = {}
+    notes = edge_warnings(sweep)
+    if sweep.trials.empty:
+        return written, [*notes, "no trial has started: no plots"]
+    written["learning_curves"] = learning_curves(sweep, out / "learning_curves.png")
+    p = params_vs_iou(sweep, out / "params_vs_iou.png")
+    if p is not None:
+        written["params_vs_iou"] = p
+    for name, fn in (("importance", importance_plot), ("rung_bias", rung_bias_plot)):
+        p, note = fn(sweep, out / f"{name}.png")
+        if p is not None:
+            written[name] = p
+        if note:
+            notes.append(note)
+    written["compute"] = compute_plot(sweep, out / "compute.png")
+    log.info("plots dir=%s written=%s", out, ",".join(written))
+    return written, notes
