@@ -22,6 +22,7 @@ image, mask size different from its image) are raised when the cache is built. B
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -190,13 +191,20 @@ def read_mask(path: str | Path) -> np.ndarray:
 
 # -- batches on the training device ---------------------------------------------------------
 
+@functools.lru_cache(maxsize=8)
+def _imagenet_stats(device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """ImageNet mean and std as 1 x 3 x 1 x 1 on ``device``, copied there once (a copy per
+    batch would be a host sync on CUDA)."""
+    return (torch.tensor(IMAGENET_MEAN, device=device).view(1, 3, 1, 1),
+            torch.tensor(IMAGENET_STD, device=device).view(1, 3, 1, 1))
+
+
 def normalize_batch(images: torch.Tensor) -> torch.Tensor:
     """uint8 B x H x W x 3 (as the loader yields, on any device) -> float32 B x 3 x H x W,
     ImageNet-normalised, contiguous, on the same device."""
     if images.dtype != torch.uint8 or images.ndim != 4 or images.shape[-1] != 3:
         raise ValueError(f"expected uint8 B x H x W x 3, got {images.dtype} {tuple(images.shape)}")
-    mean = torch.tensor(IMAGENET_MEAN, device=images.device).view(1, 3, 1, 1)
-    std = torch.tensor(IMAGENET_STD, device=images.device).view(1, 3, 1, 1)
+    mean, std = _imagenet_stats(images.device)
     x = images.permute(0, 3, 1, 2).float().div_(255.0)
     return x.sub_(mean).div_(std).contiguous()
 

@@ -29,6 +29,7 @@ is the same under bf16/fp16 autocast. No host synchronisation happens in the cal
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import torch
@@ -45,10 +46,16 @@ _SOBEL = torch.tensor(
 ).unsqueeze(1) / 4.0  # 2 x 1 x 3 x 3: (gx, gy)
 
 
+@functools.lru_cache(maxsize=16)
+def _sobel_kernel(device: torch.device, dtype: torch.dtype) -> Tensor:
+    """The kernel, copied to ``device`` once (a copy per step would be a host sync on CUDA)."""
+    return _SOBEL.to(device=device, dtype=dtype)
+
+
 def sobel_magnitude(x: Tensor) -> Tensor:
     """Sobel gradient magnitude of a B x 1 x H x W map (replicate padding: no false edges at
     the image border). Returns B x 1 x H x W, >= sqrt(EDGE_EPS)."""
-    kernel = _SOBEL.to(device=x.device, dtype=x.dtype)
+    kernel = _sobel_kernel(x.device, x.dtype)
     g = F.conv2d(F.pad(x, (1, 1, 1, 1), mode="replicate"), kernel)
     return torch.sqrt(g.pow(2).sum(dim=1, keepdim=True) + EDGE_EPS)
 
