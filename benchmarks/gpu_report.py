@@ -109,35 +109,38 @@ def markdown(data: dict[str, Any]) -> str:
                 cells.append(_fmt(comp.get(b, comp.get(str(b)))))
             lines.append(f"| {b} | " + " | ".join(cells) + " |")
     if sec.get("step"):
-        lines += ["", "## Training step (Trainer + CamoLoss + AdamW)", "",
-                  "| precision | batch | input | images/s | peak GiB | host syncs / micro-batch |"
-                  " sync sites |", "| --- | --- | --- | --- | --- | --- | --- |"]
-        for r in sec["step"]:
-            lines.append(f"| {r['precision']} | {r['batch']} | {r['input']} | "
-                         f"{_fmt(r.get('images_per_s'))} | {_fmt(r.get('peak_gib'))} | "
-                         f"{_fmt(r.get('syncs_per_micro_batch'))} | "
-                         f"{_sites(r.get('sync_sites'))} |")
+        lines += _table("Training step (Trainer + CamoLoss + AdamW)",
+                        ["precision", "batch", "input", "images/s", "peak GiB",
+                         "host syncs / micro-batch", "sync sites"],
+                        [[r["precision"], r["batch"], r["input"], _fmt(r.get("images_per_s")),
+                          _fmt(r.get("peak_gib")), _fmt(r.get("syncs_per_micro_batch")),
+                          _sites(r.get("sync_sites"))] for r in sec["step"]])
     if sec.get("max_batch"):
-        lines += ["", "## Largest bf16 training batch (2 steps, AdamW state included)", "",
-                  "| size | max batch | first OOM | peak GiB at max | GiB per image | fixed GiB |"
-                  " probes (batch, fits) |", "| --- | --- | --- | --- | --- | --- | --- |"]
-        for r in sec["max_batch"]:
-            lines.append(f"| {r['size']} | {r.get('max_batch')} | {r.get('first_oom')} | "
-                         f"{_fmt(r.get('peak_gib_at_max'))} | {_fmt(r.get('gib_per_image'))} | "
-                         f"{_fmt(r.get('fixed_gib'))} | {r.get('probes')} |")
+        lines += _table("Largest bf16 training batch (2 steps, AdamW state included)",
+                        ["size", "max batch", "first OOM", "peak GiB at max", "GiB per image",
+                         "fixed GiB", "probes (batch, fits)"],
+                        [[r["size"], r.get("max_batch"), r.get("first_oom"),
+                          _fmt(r.get("peak_gib_at_max")), _fmt(r.get("gib_per_image")),
+                          _fmt(r.get("fixed_gib")), r.get("probes")] for r in sec["max_batch"]])
     if sec.get("packing"):
-        lines += ["", f"## Packing: {s['small_backbone']} training processes on one device "
-                      f"(bf16 on CUDA, batch {s['pack_batch']}, {s['pack_size']} px, "
-                      f"{s['pack_seconds']:.0f} s each)", "",
-                  "| processes | aggregate images/s | per process | peak GiB per process |",
-                  "| --- | --- | --- | --- |"]
-        for p in sec["packing"]:
-            lines.append(f"| {p['processes']} | {_fmt(p['aggregate_images_per_s'])} | "
-                         + ", ".join(_fmt(v) for v in p["per_process"]) + " | "
-                         + ", ".join(_fmt(v) for v in p["peak_gib"]) + " |")
+        lines += _table(f"Packing: {s['small_backbone']} training processes on one device "
+                        f"(bf16 on CUDA, batch {s['pack_batch']}, {s['pack_size']} px, "
+                        f"{s['pack_seconds']:.0f} s each)",
+                        ["processes", "aggregate images/s", "per process",
+                         "peak GiB per process"],
+                        [[p["processes"], _fmt(p["aggregate_images_per_s"]),
+                          ", ".join(_fmt(v) for v in p["per_process"]),
+                          ", ".join(_fmt(v) for v in p["peak_gib"])] for p in sec["packing"]])
     if sec.get("compile"):
         c = sec["compile"]
         lines += ["", f"Compile: {c.get('status')}, {_fmt(c.get('wall_s'))} s in all."]
     if data.get("errors"):
         lines += ["", "## Errors", ""] + [f"- {k}: {v}" for k, v in data["errors"].items()]
     return "\n".join(lines) + "\n"
+
+
+def _table(title: str, columns: list[str], rows: list[list[Any]]) -> list[str]:
+    """A markdown section: blank line, ``## title``, blank line, the table."""
+    return ["", f"## {title}", "", "| " + " | ".join(columns) + " |",
+            "|" + " --- |" * len(columns)] + ["| " + " | ".join(str(c) for c in r) + " |"
+                                               for r in rows]
