@@ -92,15 +92,18 @@ def compare(fifo: dict[tuple, sweeplib.Trial], asha: sweeplib.Sweep, grace: int
 
 
 def run(quick: bool = True, device: str = "cpu", *, seeds: tuple[int, ...] = (0, 1, 2),
-        slots: int = 0) -> list[dict]:
+        slots: int = 0, grace: int = 0) -> list[dict]:
     """Run 1 + len(seeds) sweeps and return rows (see benchlib). ``device`` is where the
     trials would train; the benchmark trains on the CPU (one CPU per trial) whatever it says."""
     from camotune.trainer.synth import synth
 
     s = settings(quick)
+    if grace:
+        s["grace"] = grace
     slots = slots or max(1, min(4, benchlib.cpus_available()))
     command = ("python benchmarks/bench_asha.py" + (" --quick" if quick else "")
-               + " --seeds " + " ".join(map(str, seeds)))
+               + " --seeds " + " ".join(map(str, seeds))
+               + (f" --grace-period {grace}" if grace else ""))
     points = {seed: sweeplib.sample_points(seed, s["trials"]) for seed in seeds}
     everything = [p for seed in seeds for p in points[seed]]
     if len({sweeplib.params_key(p) for p in everything}) != len(everything):
@@ -195,8 +198,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--quick", action="store_true", help="5 trials, max_t 6 (default 9, 18)")
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     p.add_argument("--slots", type=int, default=0, help="trials at once (default: CPUs, <= 4)")
+    p.add_argument("--grace-period", type=int, default=0,
+                   help="ASHA's first rung (default 2, the sweep default)")
     a = p.parse_args(argv)
-    rows = run(a.quick, seeds=tuple(a.seeds), slots=a.slots)
+    rows = run(a.quick, seeds=tuple(a.seeds), slots=a.slots, grace=a.grace_period)
     benchlib.print_rows(rows)
     print(f"command: {rows[0]['command']}", file=sys.stderr)
     return 0
