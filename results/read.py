@@ -21,13 +21,11 @@ from typing import Any
 
 import pandas as pd
 
-from camotune.errors import BadInput
+from camotune.search.settings import TRIALS_FILE, read_settings_dict
 from camotune.trainer.history import METRIC_KEYS, read_history
 
 log = logging.getLogger(__name__)
 
-SWEEP_FILE = "sweep.yaml"
-TRIALS_FILE = "trials.jsonl"
 UNFINISHED = ("running", "interrupted", "orphaned")
 # Validation metrics given at the epoch of the best val_iou as ``<key>_at_best``.
 VAL_KEYS = tuple(k for k in METRIC_KEYS if k.startswith("val_") and k != "val_iou")
@@ -73,26 +71,6 @@ class Sweep:
             out.append(t)
             t *= factor
         return out
-
-
-def read_settings_dict(sweep_dir: str | os.PathLike) -> dict[str, Any]:
-    """``sweep.yaml`` as a dict; BadInput (exit 2) for a folder that is not a sweep."""
-    import yaml
-
-    folder = Path(sweep_dir)
-    if not folder.is_dir():
-        raise BadInput(f"not a folder: {folder}")
-    path = folder / SWEEP_FILE
-    if not path.is_file():
-        raise BadInput(f"{folder} is not a camotune sweep (no {SWEEP_FILE})")
-    try:
-        data = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as exc:
-        raise BadInput(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from None
-    if not isinstance(data, dict) or not isinstance(data.get("space"), dict) \
-            or not isinstance(data.get("base"), dict):
-        raise BadInput(f"{path}: not a camotune sweep file")
-    return data
 
 
 def read_events(path: Path) -> list[dict[str, Any]]:

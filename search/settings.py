@@ -109,22 +109,31 @@ def write_settings(settings: SweepSettings) -> Path:
     return path
 
 
-def read_settings(sweep_dir: str | os.PathLike) -> SweepSettings:
-    """The settings of a sweep folder; a folder that is not a sweep is BadInput."""
+def read_settings_dict(sweep_dir: str | os.PathLike) -> dict[str, Any]:
+    """``sweep.yaml`` as a dict; BadInput (exit 2) for a folder that is not a sweep."""
     import yaml
 
-    sweep_dir = Path(sweep_dir)
-    path = sweep_dir / SWEEP_FILE
-    if not sweep_dir.is_dir():
-        raise BadInput(f"not a folder: {sweep_dir}")
+    folder = Path(sweep_dir)
+    if not folder.is_dir():
+        raise BadInput(f"not a folder: {folder}")
+    path = folder / SWEEP_FILE
     if not path.is_file():
-        raise BadInput(f"{sweep_dir} is not a camotune sweep (no {SWEEP_FILE})")
+        raise BadInput(f"{folder} is not a camotune sweep (no {SWEEP_FILE})")
     try:
         data = yaml.safe_load(path.read_text())
     except yaml.YAMLError as exc:
         raise BadInput(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from None
-    if not isinstance(data, dict) or "space" not in data or "base" not in data:
+    if not isinstance(data, dict) or not isinstance(data.get("space"), dict) \
+            or not isinstance(data.get("base"), dict):
         raise BadInput(f"{path}: not a camotune sweep file")
+    return data
+
+
+def read_settings(sweep_dir: str | os.PathLike) -> SweepSettings:
+    """The settings of a sweep folder; a folder that is not a sweep is BadInput."""
+    sweep_dir = Path(sweep_dir)
+    data = read_settings_dict(sweep_dir)
+    path = sweep_dir / SWEEP_FILE
     settings = SweepSettings.from_dict(data, source=str(path))
     if settings.sweep_dir.resolve() != sweep_dir.resolve():
         # The folder was moved or copied: it is where it is now.

@@ -86,17 +86,6 @@ class Events:
         self._line({}, text)
 
 
-@pytest.fixture(autouse=True)
-def _keep_log_handlers():
-    """The commands point logging at the captured stderr; put the handlers back after."""
-    import logging
-
-    handlers, level = list(logging.root.handlers), logging.root.level
-    yield
-    logging.root.handlers[:] = handlers
-    logging.root.setLevel(level)
-
-
 @pytest.fixture
 def sampled(tmp_path: Path) -> tuple[Path, Events]:
     space = Space.from_dict(SPACE)

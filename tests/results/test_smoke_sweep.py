@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import json
-import logging
 import shlex
 from pathlib import Path
 
@@ -19,15 +18,6 @@ from camotune.trainer.config import from_dict, load_yaml
 from camotune.trainer.history import read_history
 
 PLOTS = ("learning_curves", "params_vs_iou", "rung_bias", "compute")
-
-
-@pytest.fixture(autouse=True)
-def _keep_log_handlers():
-    """The commands point logging at the captured stderr; put the handlers back after."""
-    handlers, level = list(logging.root.handlers), logging.root.level
-    yield
-    logging.root.handlers[:] = handlers
-    logging.root.setLevel(level)
 
 
 @pytest.fixture(scope="module")
