@@ -201,6 +201,7 @@ def _gap_section(gap: pd.DataFrame, alpha: float) -> list[str]:
     overall = gap.iloc[0]
     text = (f"On the {overall['n']} trials with EMA on, the EMA weights score "
             f"{overall['mean_gap']:+.3f} IoU against the raw weights at the same epoch")
+    no_gap = False
     if math.isnan(overall["ci_low"]):
         text += " (too few trials for a CI)."
     elif overall["ci_high"] < 0:
@@ -210,6 +211,7 @@ def _gap_section(gap: pd.DataFrame, alpha: float) -> list[str]:
         text += f" ({_ci(overall, alpha)}): the EMA weights do better; its lag is no cause."
     else:
         text += (f" ({_ci(overall, alpha)}): no gap distinguishable from 0 on average.")
+        no_gap = True
     ema_spread = gap["mean_ema"].max() - gap["mean_ema"].min()
     raw_spread = gap["mean_raw"].max() - gap["mean_raw"].min()
     if ema_spread < 0.01 < raw_spread:
@@ -219,7 +221,7 @@ def _gap_section(gap: pd.DataFrame, alpha: float) -> list[str]:
                  "average hardly moved from its starting weights (a decay too close to 1 for "
                  "the number of optimizer steps), so validating it measures the "
                  "initialisation, not the training.")
-    elif not (overall["ci_high"] < 0 or overall["ci_low"] > 0):
+    elif no_gap:
         text += " The EMA's lag does not explain the collapse."
     return ["### EMA weights against raw weights", "", table, "", text, ""]
 

@@ -281,3 +281,15 @@ def test_attribution_report_markdown() -> None:
     # 2.5x apart is not a log-scale span: the cut is the arithmetic midpoint
     assert "| lr | lr < 0.000175 | 1.00 |" in text and "| batch_size | - | 0.50 |" in text
     assert text.count("Lowering the LR") >= 2
+
+
+def test_ema_text_makes_no_claim_without_a_ci() -> None:
+    """One EMA trial: no CI, so no verdict on the lag either way."""
+    from camotune.results.attribution_text import _gap_section
+
+    gap = pd.DataFrame([{"factor": "all", "level": "", "n": 1, "mean_ema": 0.5,
+                         "mean_raw": 0.5, "mean_gap": 0.0, "ci_low": float("nan"),
+                         "ci_high": float("nan")}])
+    text = _gap_section(gap, 0.05)[4]
+    assert text.endswith("(too few trials for a CI).")
+    assert "does not explain" not in text
