@@ -21,8 +21,6 @@ from camotune.results.attribution import (
 )
 from camotune.results.read import UNFINISHED, Sweep
 
-RESPONSES = ("iou_epoch3", "final_iou")
-
 
 def _value(row: dict[str, Any] | None, key: str) -> float:
     value = None if row is None else row.get(key)

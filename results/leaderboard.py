@@ -114,14 +114,13 @@ def _fmt(value: Any, spec: str = ".4f") -> str:
     return str(value)
 
 
-def to_table(sweep: Sweep, *, limit: int | None = None) -> str:
+def to_table(sweep: Sweep) -> str:
     """A human-readable leaderboard with a header of counts and compute used."""
     df = ranked(sweep)
     cols = ["rank", "trial_id", "stop_reason", "rung", "epochs", "best_val_iou",
             "last_val_iou", "gpu_seconds", *sweep.params, "lr_stage1", "lr_stage2"]
-    shown = df if limit is None else df.head(limit)
     cells = [[c for c in cols]]
-    for _, row in shown.iterrows():
+    for _, row in df.iterrows():
         line = []
         for c in cols:
             if c in ("best_val_iou", "last_val_iou"):
@@ -148,5 +147,4 @@ def to_table(sweep: Sweep, *, limit: int | None = None) -> str:
     head = [f"sweep {sweep.name}: {len(df)} trials ({reasons}); max_epochs {sweep.max_epochs}",
             f"compute used {c['used']:.0f} {unit}; every trial run to the end: "
             f"~{c['full']:.0f} {unit}{tail_text}", ""]
-    tail = [] if limit is None or len(df) <= limit else [f"... {len(df) - limit} more"]
-    return "\n".join(head + body + tail)
+    return "\n".join(head + body)

@@ -11,7 +11,6 @@ budget or Ctrl-C: it continues on resume) or ``orphaned`` (Ray will not restore 
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import os
@@ -21,6 +20,7 @@ from typing import Any
 
 import pandas as pd
 
+from camotune.search.events import read_events
 from camotune.search.settings import TRIALS_FILE, read_settings_dict
 from camotune.trainer.history import METRIC_KEYS, read_history
 
@@ -71,27 +71,6 @@ class Sweep:
             out.append(t)
             t *= factor
         return out
-
-
-def read_events(path: Path) -> list[dict[str, Any]]:
-    """Events of a trials.jsonl in file order. A line that is not JSON (a torn last line after
-    a crash) is skipped with a warning; a missing file has no events."""
-    if not path.is_file():
-        return []
-    events = []
-    lines = path.read_text().splitlines()
-    for i, line in enumerate(lines):
-        if not line.strip():
-            continue
-        try:
-            event = json.loads(line)
-        except ValueError:
-            log.warning("%s: line %d of %d is not JSON (torn write?): skipped", path, i + 1,
-                        len(lines))
-            continue
-        if isinstance(event, dict) and "event" in event:
-            events.append(event)
-    return events
 
 
 def load_sweep(sweep_dir: str | os.PathLike) -> Sweep:

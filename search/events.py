@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import time
 from pathlib import Path
 from typing import Any
+
+log = logging.getLogger(__name__)
 
 
 def append_event(path: Path, event: dict[str, Any]) -> None:
@@ -25,13 +28,21 @@ def _json_default(value: Any) -> Any:
 
 
 def read_events(path: Path) -> list[dict[str, Any]]:
-    """Events of a trials.jsonl; a torn last line (crash mid-write) is skipped."""
+    """Events of a trials.jsonl in file order. A line that is not a JSON event (a torn last
+    line after a crash) is skipped with a warning; a missing file has no events."""
     if not path.is_file():
         return []
     events = []
-    for line in path.read_text().splitlines():
-        try:
-            events.append(json.loads(line))
-        except ValueError:
+    lines = path.read_text().splitlines()
+    for i, line in enumerate(lines):
+        if not line.strip():
             continue
+        try:
+            event = json.loads(line)
+        except ValueError:
+            log.warning("%s: line %d of %d is not JSON (torn write?): skipped", path, i + 1,
+                        len(lines))
+            continue
+        if isinstance(event, dict) and "event" in event:
+            events.append(event)
     return events
