@@ -43,8 +43,9 @@ import torch
 
 from camotune.model import UNFREEZE_LEVELS, build_model
 from camotune.trainer.config import TrainConfig
-from camotune.trainer.data import masks_to_float, normalize_batch
 from camotune.trainer.losses import loss_from_config
+from camotune.trainer.step import autocast, resolve_amp
+from camotune.trainer.validate import device_batches
 
 REPO = Path(__file__).resolve().parents[1]
 CAMOTUNE_DIRS = tuple(str(REPO / d) for d in ("camotune", "model", "trainer", "search"))
@@ -68,6 +69,7 @@ class BareLoop:
         torch.manual_seed(cfg.seed)
         self.cfg, self.data, self.device = cfg, data, device
         self.cuda = device.type == "cuda"
+        self.amp = resolve_amp(cfg.amp, device)  # as fit: bf16 (or fp16) on a GPU, fp32 on the CPU
         model = build_model(cfg).to(device)
         if self.cuda:
             model = model.to(memory_format=torch.channels_last)
@@ -82,17 +84,13 @@ class BareLoop:
         loader = self.data.train_loader(epoch, self.cfg.batch_size)
         n = 0
         t0 = time.perf_counter()
-        for images, masks in loader:
-            x = normalize_batch(images.to(self.device, non_blocking=True))
-            if self.cuda:
-                x = x.contiguous(memory_format=torch.channels_last)
-            y = masks_to_float(masks.to(self.device, non_blocking=True))
-            with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.cuda):
+        for x, y in device_batches(loader, self.device, self.cuda):  # fed exactly as fit is
+            with autocast(self.device, self.amp):
                 loss, _ = self.loss_fn(self.model(x), y)
             self.opt.zero_grad(set_to_none=True)
             loss.backward()
             self.opt.step()
-            n += images.shape[0]
+            n += x.shape[0]
         if self.cuda:
             torch.cuda.synchronize()
         return n / (time.perf_counter() - t0)

@@ -35,20 +35,6 @@ from camotune.trainer.loaders import DataModule
 from camotune.trainer.synth import synth
 
 
-def _dataset(out: Path, n: int, source_size: int) -> Path:
-    """``n`` training pairs: 16 synthetic scenes (large ones take ~0.3 s each to make), linked
-    under further names; decoding cost does not depend on which scene a file holds."""
-    root = synth(out, n_train=min(n, 16), n_test=0, size=source_size, noncam=0)
-    image_dir, mask_dir = root / "Train" / "Image", root / "Train" / "GT_Object"
-    originals = sorted(p.stem for p in image_dir.iterdir())
-    for i in range(len(originals), n):
-        src = originals[i % len(originals)]
-        name = f"COD10K-CAM-5-Other-69-Other-{100000 + i}"
-        os.link(image_dir / f"{src}.jpg", image_dir / f"{name}.jpg")
-        os.link(mask_dir / f"{src}.png", mask_dir / f"{name}.png")
-    return root
-
-
 def _loader_rate(data: DataModule, batch: int, epochs: int) -> float:
     data.train_loader(0, batch)  # start workers outside the timing (they persist)
     for _ in data.train_loader(0, batch):

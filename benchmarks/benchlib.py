@@ -12,8 +12,7 @@ import math
 import os
 import platform
 import statistics
-import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 
@@ -89,13 +88,6 @@ def at_most(value: float | None, target: float) -> bool | None:
 
 def median(values: Sequence[float]) -> float:
     return statistics.median(values) if values else math.nan
-
-
-def timed(fn: Callable[[], Any]) -> tuple[Any, float]:
-    """``fn()`` and its wall seconds."""
-    t0 = time.perf_counter()
-    out = fn()
-    return out, time.perf_counter() - t0
 
 
 def ranks(values: Sequence[float]) -> list[float]:
