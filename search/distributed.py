@@ -28,7 +28,6 @@ placement group once the trial's process is gone, so the next trial can have the
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import socket
@@ -103,16 +102,9 @@ def node_record(rank: int) -> dict[str, Any]:
 
 def write_nodes(trial_dir: Path, workers: list[dict[str, Any]]) -> None:
     """``node.json`` in the trial folder: ``{"workers": [node_record per rank]}``."""
-    trial_dir.mkdir(parents=True, exist_ok=True)
-    tmp = trial_dir / (NODES_FILE + ".tmp")
-    tmp.write_text(json.dumps({"workers": workers}))
-    os.replace(tmp, trial_dir / NODES_FILE)
+    from camotune.search.trainable import write_json
 
-
-def read_nodes(trial_dir: Path) -> list[dict[str, Any]]:
-    """The ``node.json`` records of a trial folder ([] when absent)."""
-    path = Path(trial_dir) / NODES_FILE
-    return json.loads(path.read_text())["workers"] if path.is_file() else []
+    write_json(trial_dir, NODES_FILE, {"workers": workers})
 
 
 def _train_worker(loop_config: dict[str, Any]) -> None:

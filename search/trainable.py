@@ -46,16 +46,20 @@ def trial_config(settings, params: dict[str, Any], trial_id: str) -> TrainConfig
         num_workers=min(cfg.num_workers, cpus - 1))
 
 
-def write_outcome(trial_dir: Path, reason: str, message: str) -> None:
+def write_json(trial_dir: Path, name: str, obj: Any) -> None:
+    """``trial_dir/name`` as JSON, atomically (readers decide on its presence)."""
     trial_dir.mkdir(parents=True, exist_ok=True)
-    tmp = trial_dir / (OUTCOME_FILE + ".tmp")
-    tmp.write_text(json.dumps({"stop_reason": reason, "message": message}))
-    os.replace(tmp, trial_dir / OUTCOME_FILE)
+    tmp = trial_dir / (name + ".tmp")
+    tmp.write_text(json.dumps(obj))
+    os.replace(tmp, trial_dir / name)
+
+
+def write_outcome(trial_dir: Path, reason: str, message: str) -> None:
+    write_json(trial_dir, OUTCOME_FILE, {"stop_reason": reason, "message": message})
 
 
 def write_ended(trial_dir: Path, reason: str) -> None:
-    trial_dir.mkdir(parents=True, exist_ok=True)
-    (trial_dir / ENDED_FILE).write_text(json.dumps({"stop_reason": reason}))
+    write_json(trial_dir, ENDED_FILE, {"stop_reason": reason})
 
 
 def read_outcome(trial_dir: Path) -> dict[str, Any] | None:
