@@ -210,18 +210,14 @@ def _validate(c: TrainConfig) -> None:
                        "(e.g. edgenext_xx_small, edgenext_base)")
 
 
-_TIMM_CACHE: dict[str, bool] = {}
-
-
-# Known without importing timm (a second or more): configs are built by commands that never
-# touch a model, e.g. `results`, `export` and the sweep driver.
-_EDGENEXT = frozenset({"edgenext_xx_small", "edgenext_x_small", "edgenext_small",
-                       "edgenext_small_rw", "edgenext_base"})
+# Seeded with the EdgeNeXt names, known without importing timm (a second or more): configs are
+# built by commands that never touch a model, e.g. `results`, `export` and the sweep driver.
+_TIMM_CACHE: dict[str, bool] = dict.fromkeys(
+    ("edgenext_xx_small", "edgenext_x_small", "edgenext_small", "edgenext_small_rw",
+     "edgenext_base"), True)
 
 
 def _is_timm_model(name: str) -> bool:
-    if name in _EDGENEXT:
-        return True
     if name not in _TIMM_CACHE:
         import timm  # imported here: config users such as `results` should not pay for timm
 
