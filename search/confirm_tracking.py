@@ -4,10 +4,13 @@ the parent, and the winner registered as ``camotune-<sweep>`` with the alias ``c
 from __future__ import annotations
 
 import logging
+import time
 from pathlib import Path
 from typing import Any
 
-from camotune.search.tracking import RUNS_FILE, resolve_tracking_uri
+from camotune.search.tracking import resolve_tracking_uri
+from camotune.search.tracking_runs import ensure_experiment
+from camotune.search.tracking_sweep import read_run_map
 
 log = logging.getLogger(__name__)
 
@@ -18,32 +21,22 @@ def model_name(sweep_name: str) -> str:
     return f"camotune-{sweep_name}"
 
 
-def _parent_run_id(sweep_dir: Path) -> tuple[str | None, str | None]:
-    import yaml
-
-    try:
-        data = yaml.safe_load((sweep_dir / RUNS_FILE).read_text()) or {}
-    except OSError:
-        return None, None
-    return data.get("parent_run_id"), data.get("experiment_id")
-
-
 def log_confirm(settings, rows: list[dict[str, Any]], summary, csv_path: Path, *,
                 register: bool) -> str | None:
     """Log the reruns and the summary; register the winner. Returns the registered model's
     version, or None. Tracking problems are logged, never fatal: the reruns are on disk."""
     import mlflow
+    from mlflow.entities import Metric, Param
     from mlflow.exceptions import MlflowException
 
     from camotune.search.confirm import best_rerun
 
     uri = resolve_tracking_uri(settings.tracking_uri, settings.storage_path)
     client = mlflow.MlflowClient(uri)
-    parent, experiment_id = _parent_run_id(settings.sweep_dir)
-    if experiment_id is None:
-        experiment = client.get_experiment_by_name(settings.experiment)
-        experiment_id = experiment.experiment_id if experiment else client.create_experiment(
-            settings.experiment)
+    runs_map = read_run_map(settings.sweep_dir, uri) or {}
+    parent = runs_map.get("parent_run_id")
+    experiment_id = runs_map.get("experiment_id") or ensure_experiment(
+        client, settings.experiment, uri)
     winner = str(summary.iloc[0]["trial_id"])
     version = None
     try:
@@ -54,11 +47,10 @@ def log_confirm(settings, rows: list[dict[str, Any]], summary, csv_path: Path, *
                 tags["mlflow.parentRunId"] = parent
             run = client.create_run(experiment_id, tags=tags,
                                     run_name=f"confirm-{row['trial_id']}-seed{row['seed']}")
-            metrics = {k.replace("/", "."): float(v) for k, v in row.items()
-                       if isinstance(v, float) and k not in ("seed",)}
-            for key, value in metrics.items():
-                client.log_metric(run.info.run_id, key, value)
-            client.log_param(run.info.run_id, "seed", row["seed"])
+            stamp = int(time.time() * 1000)
+            client.log_batch(run.info.run_id, metrics=[
+                Metric(k.replace("/", "."), float(v), stamp, 0) for k, v in row.items()
+                if isinstance(v, float) and k != "seed"], params=[Param("seed", str(row["seed"]))])
             client.set_terminated(run.info.run_id, "FINISHED")
             runs[(row["trial_id"], row["seed"])] = run.info.run_id
         if parent:
@@ -81,21 +73,12 @@ def log_confirm(settings, rows: list[dict[str, Any]], summary, csv_path: Path, *
 
 def _register(uri: str, run_id: str, checkpoint: Path, name: str) -> str:
     """Log the checkpoint's weights as an MLflow PyTorch model in ``run_id`` and register it."""
-    import dataclasses
-
     import mlflow
     import torch
 
-    from camotune.model import build_model
-    from camotune.trainer.checkpoint import config_of, load
+    from camotune.trainer.evaluate import load_model
 
-    state = load(checkpoint)
-    cfg = config_of(state)
-    model = build_model(dataclasses.replace(cfg, pretrained=False, pretrained_path=""))
-    weights = state["ema"] if state.get("best_weights") == "ema" and state.get("ema") else \
-        state["model"]
-    model.load_state_dict(weights)
-    model.eval()
+    model, _, _ = load_model(checkpoint, torch.device("cpu"))
     mlflow.set_tracking_uri(uri)
     client = mlflow.MlflowClient(uri)
     import inspect

@@ -27,6 +27,8 @@ from camotune.trainer.preview import PREVIEW_FILE
 log = logging.getLogger(__name__)
 
 HISTORY_FILE = "history.csv"
+# what a run folder uploads as its run's artifacts (sweep trials and `camotune train` alike)
+RUN_FILES = ("config.yaml", "command.txt", HISTORY_FILE, PREVIEW_FILE)
 HISTORY_EVERY = 3  # epochs between uploads of a running trial's history.csv
 EPOCH_KEY = "epoch"
 
@@ -153,20 +155,11 @@ class RunLog:
         """Queue one epoch's metrics (step = ``row["epoch"]``; empty values skipped; a step
         already logged is skipped); refresh history.csv every few epochs and preview.png
         whenever the training process rewrote it."""
-        from mlflow.entities import Metric
-
         if row.get(EPOCH_KEY) is None:
             return
-        step = int(row[EPOCH_KEY])
-        stamp = int(time.time() * 1000)
-        items = [Metric(k, v, stamp, step) for k, v in epoch_metrics(row).items()]
-
-        def fn(client) -> None:
-            if step in self.steps:
-                return
-            client.log_batch(self.id(), metrics=items)
-            self.steps.add(step)
-        self.writer.call(f"{self.label}: epoch {step}", fn)
+        stamp, row = int(time.time() * 1000), dict(row)  # replayed later after an outage
+        self.writer.call(f"{self.label}: epoch {int(row[EPOCH_KEY])}",
+                         lambda client: self._log_row(client, row, stamp))
         self._epochs_seen += 1
         if self._epochs_seen % HISTORY_EVERY == 0:
             self.upload(HISTORY_FILE, missing_ok=True)
@@ -175,20 +168,25 @@ class RunLog:
     def fill_from_history(self) -> None:
         """Queue: log every row of history.csv whose step is not logged yet (epochs whose
         report the driver never saw, e.g. around a crash)."""
-        from mlflow.entities import Metric
-
         from camotune.trainer.history import read_history
 
         def fn(client) -> None:
             stamp = int(time.time() * 1000)
             for row in read_history(self.folder / HISTORY_FILE):
-                if row.get(EPOCH_KEY) is None or int(row[EPOCH_KEY]) in self.steps:
-                    continue
-                step = int(row[EPOCH_KEY])
-                client.log_batch(self.id(), metrics=[
-                    Metric(k, v, stamp, step) for k, v in epoch_metrics(row).items()])
-                self.steps.add(step)
+                if row.get(EPOCH_KEY) is not None:
+                    self._log_row(client, row, stamp)
         self.writer.call(f"{self.label}: history", fn)
+
+    def _log_row(self, client, row: Mapping[str, Any], stamp: int) -> None:
+        """Log one history row at step = its epoch, unless that step is logged already."""
+        from mlflow.entities import Metric
+
+        step = int(row[EPOCH_KEY])
+        if step in self.steps:
+            return
+        client.log_batch(self.id(), metrics=[
+            Metric(k, v, stamp, step) for k, v in epoch_metrics(row).items()])
+        self.steps.add(step)
 
     def upload_preview(self) -> None:
         path = self.folder / PREVIEW_FILE

@@ -30,15 +30,32 @@ from camotune.search.tracking_content import (
     sweep_summary,
 )
 from camotune.search.tracking_repro import dataset_fingerprint, read_environment
-from camotune.search.tracking_runs import RunLog, ensure_experiment, repro_tags
+from camotune.search.tracking_runs import RUN_FILES, RunLog, ensure_experiment, repro_tags
 from camotune.search.tracking_writer import TrackingWriter, shown
 
 log = logging.getLogger(__name__)
 
 RUNS_FILE = "mlflow_runs.yaml"
 SWEEP_ARTIFACTS = ("leaderboard.csv", "best_config.yaml", "best_command.txt", "plots")
-TRIAL_ARTIFACTS = ("config.yaml", "command.txt", "history.csv", "preview.png")
 
+
+
+def read_run_map(sweep_dir: Path, uri: str) -> dict[str, Any] | None:
+    """The sweep's trial-id -> run-id map (``RUNS_FILE``) when it was written for tracking
+    ``uri``; None when it is missing, unreadable or belongs to another store."""
+    import yaml
+
+    try:
+        data = yaml.safe_load((sweep_dir / RUNS_FILE).read_text())
+    except (OSError, yaml.YAMLError):
+        return None
+    if not isinstance(data, dict):
+        return None
+    if data.get("tracking_uri") != shown(uri):
+        log.warning("mlflow: this sweep's runs were logged to %s, now logging to %s: new "
+                    "runs are created there", data.get("tracking_uri"), shown(uri))
+        return None
+    return data
 
 class SweepSession:
     """Parent and child runs of one sweep; every method only queues writer calls."""
@@ -60,17 +77,8 @@ class SweepSession:
         return self.dir / RUNS_FILE
 
     def _load_map(self) -> bool:
-        import yaml
-
-        try:
-            data = yaml.safe_load(self.map_path.read_text())
-        except (OSError, yaml.YAMLError):
-            return False
-        if not isinstance(data, dict):
-            return False
-        if data.get("tracking_uri") != shown(self.uri):
-            log.warning("mlflow: this sweep's runs were logged to %s, now logging to %s: new "
-                        "runs are created there", data.get("tracking_uri"), shown(self.uri))
+        data = read_run_map(self.dir, self.uri)
+        if data is None:
             return False
         self.experiment_id = data.get("experiment_id")
         self.parent.run_id = data.get("parent_run_id")
@@ -234,7 +242,7 @@ class SweepSession:
         run.set_tags(tags)
         if record.get("gpu_seconds") is not None:
             run.log_metrics({"compute_seconds": float(record["gpu_seconds"])})
-        for name in TRIAL_ARTIFACTS:
+        for name in RUN_FILES:
             run.upload(name, missing_ok=True)
         if self.settings.log_checkpoints:
             run.upload("best.pt", "checkpoints", missing_ok=True)

@@ -12,7 +12,13 @@ from typing import Any
 
 from camotune.search.tracking_content import config_params, run_name
 from camotune.search.tracking_repro import dataset_fingerprint
-from camotune.search.tracking_runs import RunLog, ensure_experiment, repro_tags
+from camotune.search.tracking_runs import (
+    HISTORY_FILE,
+    RUN_FILES,
+    RunLog,
+    ensure_experiment,
+    repro_tags,
+)
 from camotune.search.tracking_writer import TrackingWriter, check_reachable, shown
 
 log = logging.getLogger(__name__)
@@ -20,7 +26,6 @@ log = logging.getLogger(__name__)
 # The fields a training run is named by (a sweep names its trials by what varies).
 TRAIN_NAME_FIELDS = ("img_size", "batch_size", "accumulation_steps", "lr", "use_ema",
                      "deep_supervision")
-RUN_FILES = ("config.yaml", "command.txt", "history.csv", "preview.png")
 
 
 class TrainRunTracker:
@@ -79,7 +84,7 @@ class TrainRunTracker:
         from camotune.trainer.history import read_history
 
         self.run.fill_from_history()
-        epochs = len(read_history(self.run.folder / "history.csv"))
+        epochs = len(read_history(self.run.folder / HISTORY_FILE))
         tags: dict[str, Any] = {"camotune.epochs": epochs}
         if reason is not None:
             tags["camotune.stop_reason"] = reason
