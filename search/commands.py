@@ -240,7 +240,7 @@ def resume_main(argv: Sequence[str]) -> int:
     return execute(settings, resume=True)
 
 
-def execute(settings: SweepSettings, *, resume: bool) -> int:
+def execute(settings: SweepSettings, *, resume: bool, closing_hint: bool = True) -> int:
     """Start Ray, run or continue the sweep, write its results; the exit code."""
     from camotune.search import sweep
     from camotune.search.distributed import check_resources
@@ -265,7 +265,8 @@ def execute(settings: SweepSettings, *, resume: bool) -> int:
     sweep.run(settings, resume=resume, tracker=tracker)
     log.info("sweep %s finished in %.0f s", settings.name, time.time() - started)
     summary = _finish(settings, tracker)
-    _print_mlflow_hint(settings)
+    if closing_hint:  # the demo prints it after its own summary instead
+        _print_mlflow_hint(settings)
     if summary is not None and summary.get("finished", 1) == 0:
         raise JobFailed("no trial of the sweep produced a validation IoU", reason="error")
     return 0

@@ -62,7 +62,7 @@ def demo(argv: Sequence[str]) -> int:
         "--space", "smoke", "--dataset-path", str(data), "--storage-path", str(storage),
         "--name", name, "--num-samples", str(args.num_samples), "--seed", str(args.seed)])
     settings = settings_from_args(sweep_args)
-    code = execute(settings, resume=False)
+    code = execute(settings, resume=False, closing_hint=False)
     sweep_dir = str(settings.sweep_dir)
     print(f"\n== leaderboard of {sweep_dir}", file=sys.stderr)
     results_main([sweep_dir])
