@@ -115,8 +115,10 @@ def run_trial(config: dict[str, Any], settings) -> None:
                         storage=settings.sweep_dir / f"ray_{trial_id}", report=report)
         else:
             from camotune.search.distributed import node_record, write_nodes
+            from camotune.search.tracking_repro import write_environment
 
             write_nodes(trial_dir, [node_record(0)])
+            write_environment(trial_dir)  # the trial's own host and GPU for its MLflow run
             fit(cfg, report=report, overwrite=True)
     except Exception as exc:
         # A worker of a multi-worker trial has already written why it failed.

@@ -136,6 +136,9 @@ def test_smoke_sweep_killed_and_resumed(tmp_path, synth_dataset, mlflow_server):
         assert_history(client, run.info.run_id, "val_iou", rows)
         assert {"config.yaml", "command.txt", "history.csv"} <= {
             a.path for a in client.list_artifacts(run.info.run_id)}
+        # the trial wrote where it ran: its own host and GPU, not the driver's
+        assert "camotune.environment_of" not in run.data.tags
+        assert run.data.tags["camotune.host"] == socket.gethostname()
     for tid in orphans:
         assert by_trial[tid].info.status == "KILLED"
         assert by_trial[tid].data.tags["camotune.orphaned"] == "true"
