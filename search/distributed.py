@@ -113,7 +113,7 @@ def _train_worker(loop_config: dict[str, Any]) -> None:
     import ray.train
     import torch.distributed as dist
 
-    from camotune.search.trainable import failure_reason, read_outcome, write_outcome
+    from camotune.search.trainable import record_failure
     from camotune.trainer.config import from_dict
     from camotune.trainer.loop import fit
 
@@ -139,10 +139,7 @@ def _train_worker(loop_config: dict[str, Any]) -> None:
     try:
         fit(cfg, report=report, overwrite=True)
     except Exception as exc:
-        # The first rank to fail says why; the others then fail on the broken process group.
-        if read_outcome(trial_dir) is None:
-            reason, message = failure_reason(exc)
-            write_outcome(trial_dir, reason, f"rank {rank}: {message}")
+        record_failure(trial_dir, exc, prefix=f"rank {rank}: ")
         raise
 
 

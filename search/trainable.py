@@ -58,6 +58,14 @@ def write_outcome(trial_dir: Path, reason: str, message: str) -> None:
     write_json(trial_dir, OUTCOME_FILE, {"stop_reason": reason, "message": message})
 
 
+def record_failure(trial_dir: Path, exc: BaseException, prefix: str = "") -> None:
+    """Write why the trial failed, unless a process of the trial already did (the first
+    rank of a multi-worker trial to fail says why; the others fail on its broken group)."""
+    if read_outcome(trial_dir) is None:
+        reason, message = failure_reason(exc)
+        write_outcome(trial_dir, reason, prefix + message)
+
+
 def write_ended(trial_dir: Path, reason: str) -> None:
     write_json(trial_dir, ENDED_FILE, {"stop_reason": reason})
 
@@ -121,9 +129,7 @@ def run_trial(config: dict[str, Any], settings) -> None:
             write_environment(trial_dir)  # the trial's own host and GPU for its MLflow run
             fit(cfg, report=report, overwrite=True)
     except Exception as exc:
-        # A worker of a multi-worker trial has already written why it failed.
-        if not (cfg.workers_per_trial > 1 and read_outcome(trial_dir) is not None):
-            write_outcome(trial_dir, *failure_reason(exc))
+        record_failure(trial_dir, exc)
         raise
 
 

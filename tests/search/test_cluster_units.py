@@ -173,3 +173,14 @@ def test_a_job_api_in_ray_address_is_named_as_such(no_token: Path,
     monkeypatch.setenv("RAY_ADDRESS", "http://127.0.0.1:8265")
     with pytest.raises(BadInput, match=re.escape("RAY_ADDRESS=http://127.0.0.1:8265 is a job API address")):
         runtime.init_ray(None)
+
+
+def test_the_first_failure_recorded_is_the_one_kept(tmp_path: Path) -> None:
+    from camotune.search.trainable import read_outcome, record_failure
+
+    record_failure(tmp_path, JobFailed("non-finite loss in epoch 3", reason="diverged"),
+                   prefix="rank 1: ")
+    record_failure(tmp_path, RuntimeError("broken process group"), prefix="rank 0: ")
+    outcome = read_outcome(tmp_path)
+    assert outcome["stop_reason"] == "diverged"
+    assert outcome["message"] == "rank 1: non-finite loss in epoch 3"
