@@ -142,7 +142,7 @@ class Sweep:
 
 
 def read_trials(folder: Path) -> dict[str, Trial]:
-    from camotune.search.events import read_events
+    from camotune.sweepdir.events import read_events
 
     trials: dict[str, Trial] = {}
     for ev in read_events(folder / "trials.jsonl"):
@@ -170,7 +170,7 @@ def run_sweep(*, name: str, space: Path, dataset: Path, storage: Path, cache: Pa
             "--cpus-per-trial", "1", "--max-concurrent", str(slots), "--threads", "1",
             "--cache-dir", str(cache)]
     # MLflow's telemetry thread sets and unsets an environment variable while the sweep runs,
-    # which can break code iterating os.environ (seen: search/tracking_secrets.py KeyError);
+    # which can break code iterating os.environ (seen: tracking/secrets.py KeyError);
     # benchmark machines are offline anyway, so it is off here.
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TQDM_DISABLE": "1", "RAY_DEDUP_LOGS": "0",
            "MLFLOW_DISABLE_TELEMETRY": "true"}

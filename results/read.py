@@ -20,8 +20,7 @@ from typing import Any
 
 import pandas as pd
 
-from camotune.search.events import read_events
-from camotune.search.settings import TRIALS_FILE, read_settings_dict
+from camotune.sweepdir import TRIALS_FILE, read_events, read_settings_dict
 from camotune.trainer.history import METRIC_KEYS, read_history
 
 log = logging.getLogger(__name__)

@@ -288,7 +288,7 @@ def _check_capacity(settings: SweepSettings, workers: int) -> None:
 
 def _tracker(settings: SweepSettings):
     try:
-        from camotune.search.tracking import SweepTracker
+        from camotune.tracking import SweepTracker
     except ImportError:
         return None
     return SweepTracker.for_settings(settings)
@@ -307,7 +307,7 @@ def _finish(settings: SweepSettings, tracker) -> dict[str, Any] | None:
 
 def _print_mlflow_hint(settings: SweepSettings) -> None:
     try:
-        from camotune.search.tracking import mlflow_ui_command
+        from camotune.tracking import mlflow_ui_command
     except ImportError:
         return
     print(f"browse it: {mlflow_ui_command(settings)}", file=sys.stderr)

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import math
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -155,13 +154,7 @@ def confirm_main(argv: Sequence[str]) -> int:
     print(f"winner: trial {winner['trial_id']} val_iou {winner['val_iou_mean']:.4f} "
           f"+- {winner['val_iou_std']:.4f} over {int(winner['seeds'])} seeds; {path}",
           file=sys.stderr)
-    from camotune.search.confirm_tracking import log_confirm
+    from camotune.tracking.confirm_runs import log_confirm
 
     log_confirm(settings, rows, summary, path, register=not args.no_register)
     return 0
-
-
-def best_rerun(rows: list[dict[str, Any]], trial_id: str) -> dict[str, Any]:
-    """The winning config's rerun with the highest best val_iou (its weights are registered)."""
-    mine = [r for r in rows if r["trial_id"] == trial_id]
-    return max(mine, key=lambda r: r["best_val_iou"] if math.isfinite(r["best_val_iou"]) else -1)

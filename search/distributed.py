@@ -127,7 +127,7 @@ def _train_worker(loop_config: dict[str, Any]) -> None:
     workers: list[Any] = [None] * dist.get_world_size()
     dist.all_gather_object(workers, node_record(rank))
     if rank == 0:
-        from camotune.search.tracking_repro import write_environment
+        from camotune.tracking.repro import write_environment
 
         write_nodes(trial_dir, workers)
         write_environment(trial_dir)  # rank 0's host and GPU for the trial's MLflow run

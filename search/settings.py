@@ -14,11 +14,8 @@ from typing import Any
 
 from camotune.errors import BadInput
 from camotune.spaces import Space
+from camotune.sweepdir import SWEEP_FILE, read_settings_dict, write_settings_dict
 from camotune.trainer.config import TrainConfig, from_dict, to_dict
-
-SWEEP_FILE = "sweep.yaml"
-TRIALS_FILE = "trials.jsonl"
-TRIALS_DIR = "trials"
 
 
 @dataclass(frozen=True)
@@ -100,33 +97,8 @@ class SweepSettings:
 
 
 def write_settings(settings: SweepSettings) -> Path:
-    import yaml
-
-    path = settings.sweep_dir / SWEEP_FILE
-    tmp = path.with_suffix(".yaml.tmp")
-    tmp.write_text(yaml.safe_dump(settings.to_dict(), sort_keys=False))
-    os.replace(tmp, path)
-    return path
-
-
-def read_settings_dict(sweep_dir: str | os.PathLike) -> dict[str, Any]:
-    """``sweep.yaml`` as a dict; BadInput (exit 2) for a folder that is not a sweep."""
-    import yaml
-
-    folder = Path(sweep_dir)
-    if not folder.is_dir():
-        raise BadInput(f"not a folder: {folder}")
-    path = folder / SWEEP_FILE
-    if not path.is_file():
-        raise BadInput(f"{folder} is not a camotune sweep (no {SWEEP_FILE})")
-    try:
-        data = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as exc:
-        raise BadInput(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from None
-    if not isinstance(data, dict) or not isinstance(data.get("space"), dict) \
-            or not isinstance(data.get("base"), dict):
-        raise BadInput(f"{path}: not a camotune sweep file")
-    return data
+    """Write ``settings`` as the sweep folder's ``sweep.yaml``; returns its path."""
+    return write_settings_dict(settings.sweep_dir, settings.to_dict())
 
 
 def read_settings(sweep_dir: str | os.PathLike) -> SweepSettings:

@@ -21,7 +21,7 @@ from ray.tune.schedulers import ASHAScheduler, TrialScheduler
 
 def epoch_events(path: Path | None) -> Iterator[tuple[str, int, dict[str, Any]]]:
     """(trial_id, epoch, metrics) of every epoch recorded in a trials.jsonl."""
-    from camotune.search.events import read_events
+    from camotune.sweepdir.events import read_events
 
     if path is None:
         return

@@ -12,9 +12,10 @@ import os
 from pathlib import Path
 from typing import Any
 
-from camotune.search.records import SweepCallback, Tracker
 from camotune.search.settings import SweepSettings
 from camotune.search.stoppers import CollapseStopper, RecordingASHA, StopRegistry
+from camotune.search.sweep_callback import SweepCallback
+from camotune.tracking.tracker import Tracker
 
 log = logging.getLogger(__name__)
 

@@ -123,7 +123,7 @@ def run_trial(config: dict[str, Any], settings) -> None:
                         storage=settings.sweep_dir / f"ray_{trial_id}", report=report)
         else:
             from camotune.search.distributed import node_record, write_nodes
-            from camotune.search.tracking_repro import write_environment
+            from camotune.tracking.repro import write_environment
 
             write_nodes(trial_dir, [node_record(0)])
             write_environment(trial_dir)  # the trial's own host and GPU for its MLflow run

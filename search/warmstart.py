@@ -5,8 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from camotune.search.events import read_events
-from camotune.search.settings import TRIALS_FILE, read_settings
+from camotune.search.settings import read_settings
+from camotune.sweepdir import TRIALS_FILE, read_events
 
 _STATE = {"completed": "complete", "asha_stopped": "pruned", "collapsed": "pruned",
           "diverged": "pruned", "oom": "fail", "error": "fail"}

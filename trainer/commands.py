@@ -45,7 +45,7 @@ def train_main(argv: Sequence[str]) -> int:
     tracker = None
     uri = _tracking_uri(args.tracking_uri)
     if uri:
-        from camotune.search.tracking import TrainRunTracker
+        from camotune.tracking import TrainRunTracker
 
         tracker = TrainRunTracker(uri, args.experiment, cfg)
         report = tracker.log_epoch

@@ -32,7 +32,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from camotune.search.events import read_events
+from camotune.sweepdir.events import read_events
 
 pytestmark = pytest.mark.slow
 

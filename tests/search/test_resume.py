@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from camotune.search.events import read_events
+from camotune.sweepdir.events import read_events
 from camotune.trainer.history import read_history
 
 NUM_SAMPLES = 5

@@ -9,7 +9,7 @@ import pytest
 import yaml
 
 from camotune.cli import main
-from camotune.search.events import read_events
+from camotune.sweepdir.events import read_events
 
 VIT = "vit_tiny_patch16_224"  # a real timm model without four feature scales: the trial raises
 

@@ -12,8 +12,8 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-from camotune.search.tracking_secrets import scrub
-from camotune.search.tracking_writer import Lost
+from camotune.tracking.secrets import scrub
+from camotune.tracking.writer import Lost
 
 # Run status per stop reason (docs/sweeps.md): stopped early by the search = KILLED.
 STATUS = {"completed": "FINISHED", "asha_stopped": "KILLED", "collapsed": "KILLED",

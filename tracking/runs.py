@@ -13,15 +13,15 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-from camotune.search.tracking_content import (
+from camotune.tracking.content import (
     chunks,
     epoch_metrics,
     tag_value,
     upload,
     upload_text,
 )
-from camotune.search.tracking_repro import environment, pip_freeze, source_git_state
-from camotune.search.tracking_writer import Lost, TrackingWriter, experiment_location
+from camotune.tracking.repro import environment, pip_freeze, source_git_state
+from camotune.tracking.writer import Lost, TrackingWriter, experiment_location
 from camotune.trainer.preview import PREVIEW_FILE
 
 log = logging.getLogger(__name__)

@@ -20,18 +20,17 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from camotune.search.events import read_events
-from camotune.search.settings import SWEEP_FILE, TRIALS_DIR, TRIALS_FILE
-from camotune.search.tracking_content import (
+from camotune.sweepdir import SWEEP_FILE, TRIALS_DIR, TRIALS_FILE, read_events
+from camotune.tracking.content import (
     STATUS,
     config_params,
     run_name,
     sweep_params,
     sweep_summary,
 )
-from camotune.search.tracking_repro import dataset_fingerprint, read_environment
-from camotune.search.tracking_runs import RUN_FILES, RunLog, ensure_experiment, repro_tags
-from camotune.search.tracking_writer import TrackingWriter, shown
+from camotune.tracking.repro import dataset_fingerprint, read_environment
+from camotune.tracking.runs import RUN_FILES, RunLog, ensure_experiment, repro_tags
+from camotune.tracking.writer import TrackingWriter, shown
 
 log = logging.getLogger(__name__)
 

@@ -10,16 +10,16 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from camotune.search.tracking_content import config_params, run_name
-from camotune.search.tracking_repro import dataset_fingerprint
-from camotune.search.tracking_runs import (
+from camotune.tracking.content import config_params, run_name
+from camotune.tracking.repro import dataset_fingerprint
+from camotune.tracking.runs import (
     HISTORY_FILE,
     RUN_FILES,
     RunLog,
     ensure_experiment,
     repro_tags,
 )
-from camotune.search.tracking_writer import TrackingWriter, check_reachable, shown
+from camotune.tracking.writer import TrackingWriter, check_reachable, shown
 
 log = logging.getLogger(__name__)
 

@@ -22,26 +22,16 @@ from typing import Any
 
 from ray.tune import Callback
 
-from camotune.search.events import append_event, read_events
 from camotune.search.progress import StatusTable
-from camotune.search.settings import TRIALS_DIR, TRIALS_FILE, SweepSettings
+from camotune.search.settings import SweepSettings
 from camotune.search.stoppers import StopRegistry
 from camotune.search.trainable import read_outcome, trial_config, trial_params, write_ended
+from camotune.sweepdir import TRIALS_DIR, TRIALS_FILE, append_event, read_events
+from camotune.tracking.tracker import Tracker
 from camotune.trainer.config import to_dict
 from camotune.trainer.history import METRIC_KEYS
 
 log = logging.getLogger(__name__)
-
-
-class Tracker:
-    """What the records callback tells a tracking backend; the base class does nothing."""
-
-    def sweep_start(self, settings: SweepSettings) -> None: ...
-    def trial_start(self, trial_id: str, record: dict[str, Any]) -> None: ...
-    def trial_epoch(self, trial_id: str, metrics: dict[str, Any]) -> None: ...
-    def trial_end(self, trial_id: str, record: dict[str, Any], trial_dir: Path) -> None: ...
-    def trial_orphaned(self, trial_id: str) -> None: ...
-    def sweep_end(self, sweep_dir: Path) -> None: ...
 
 
 class SweepCallback(Callback):

@@ -4,13 +4,14 @@ the parent, and the winner registered as ``camotune-<sweep>`` with the alias ``c
 from __future__ import annotations
 
 import logging
+import math
 import time
 from pathlib import Path
 from typing import Any
 
-from camotune.search.tracking import resolve_tracking_uri
-from camotune.search.tracking_runs import ensure_experiment
-from camotune.search.tracking_sweep import read_run_map
+from camotune.tracking.runs import ensure_experiment
+from camotune.tracking.sweep_runs import read_run_map
+from camotune.tracking.writer import resolve_tracking_uri
 
 log = logging.getLogger(__name__)
 
@@ -28,8 +29,6 @@ def log_confirm(settings, rows: list[dict[str, Any]], summary, csv_path: Path, *
     import mlflow
     from mlflow.entities import Metric, Param
     from mlflow.exceptions import MlflowException
-
-    from camotune.search.confirm import best_rerun
 
     uri = resolve_tracking_uri(settings.tracking_uri, settings.storage_path)
     client = mlflow.MlflowClient(uri)
@@ -95,3 +94,9 @@ def _register(uri: str, run_id: str, checkpoint: Path, name: str) -> str:
     version = mlflow.register_model(info.model_uri, name)
     client.set_registered_model_alias(name, CHAMPION, version.version)
     return str(version.version)
+
+
+def best_rerun(rows: list[dict[str, Any]], trial_id: str) -> dict[str, Any]:
+    """The winning config's rerun with the highest best val_iou (its weights are registered)."""
+    mine = [r for r in rows if r["trial_id"] == trial_id]
+    return max(mine, key=lambda r: r["best_val_iou"] if math.isfinite(r["best_val_iou"]) else -1)

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from camotune.errors import BadInput
-from camotune.search.tracking_secrets import scrub, strip_credentials
+from camotune.tracking.secrets import scrub, strip_credentials
 
 log = logging.getLogger(__name__)
 

@@ -16,9 +16,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from camotune.search.events import read_events
-from camotune.search.tracking import RUNS_FILE
-from camotune.search.tracking_content import STATUS
+from camotune.sweepdir.events import read_events
+from camotune.tracking import RUNS_FILE
+from camotune.tracking.content import STATUS
 from camotune.trainer.config import FIELDS
 from camotune.trainer.history import read_history
 

@@ -11,11 +11,11 @@ import numpy as np
 import pytest
 
 from camotune.errors import BadInput
-from camotune.search.tracking import SweepTracker, mlflow_ui_command
-from camotune.search.tracking_content import run_name, sweep_summary
-from camotune.search.tracking_repro import dataset_fingerprint, pip_freeze
-from camotune.search.tracking_secrets import scrub, strip_credentials
-from camotune.search.tracking_writer import (
+from camotune.tracking import SweepTracker, mlflow_ui_command
+from camotune.tracking.content import run_name, sweep_summary
+from camotune.tracking.repro import dataset_fingerprint, pip_freeze
+from camotune.tracking.secrets import scrub, strip_credentials
+from camotune.tracking.writer import (
     Lost,
     TrackingWriter,
     check_reachable,

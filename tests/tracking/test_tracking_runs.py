@@ -16,10 +16,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from camotune.search.events import append_event
-from camotune.search.settings import TRIALS_FILE, SweepSettings, write_settings
-from camotune.search.tracking import RUNS_FILE, SweepTracker
+from camotune.search.settings import SweepSettings, write_settings
 from camotune.search.trainable import trial_config
+from camotune.sweepdir import TRIALS_FILE, append_event
+from camotune.tracking import RUNS_FILE, SweepTracker
 from camotune.trainer.config import TrainConfig, to_dict
 from camotune.trainer.history import METRIC_KEYS, HistoryWriter
 
@@ -252,7 +252,7 @@ def test_an_outage_mid_sweep_is_buffered_and_replayed(tmp_path, synth_dataset, m
     driver.start("a", {"lr": 1e-3})
     driver.epoch("a", 1)
     proxy.down()
-    caplog.set_level(logging.WARNING, logger="camotune.search.tracking_writer")
+    caplog.set_level(logging.WARNING, logger="camotune.tracking.writer")
     started = time.monotonic()
     driver.epoch("a", 2)
     driver.epoch("a", 3)

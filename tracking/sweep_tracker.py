@@ -1,7 +1,7 @@
 """MLflow tracking: a parent run per sweep, a child run per trial, one run per ``camotune train``.
 
 In a sweep the driver is the only writer: `SweepTracker` receives the records callback's events
-(search/records.py) and turns them into runs; trials only write files in their folders. The
+(search/sweep_callback.py) and turns them into runs; trials only write files in their folders. The
 trial-id -> run-id map is kept in ``<sweep>/mlflow_runs.json``, so a resumed sweep re-attaches
 to its runs instead of creating new ones.
 
@@ -13,12 +13,6 @@ callback) and rebuilt from the run map in a new process.
 
 Tracking URI: ``--tracking-uri``, else ``$MLFLOW_TRACKING_URI``, else
 ``sqlite:///<storage-path>/mlflow.db`` with artifacts in ``<storage-path>/mlartifacts/``.
-
-Module map: ``tracking_sweep`` (the sweep's runs and run map), ``tracking_train``
-(`TrainRunTracker`), ``tracking_runs`` (one run: create, re-attach, epochs, uploads),
-``tracking_writer`` (URIs, the reachability check, buffering through outages),
-``tracking_content`` (names, params, summary), ``tracking_repro`` (versions, git, packages,
-dataset fingerprint), ``tracking_secrets`` (scrubbing); preview.png is drawn by trainer/preview.py.
 """
 
 from __future__ import annotations
@@ -28,10 +22,9 @@ import shlex
 from pathlib import Path
 from typing import Any
 
-from camotune.search.records import Tracker
-from camotune.search.tracking_sweep import RUNS_FILE, SweepSession
-from camotune.search.tracking_train import TrainRunTracker
-from camotune.search.tracking_writer import (
+from camotune.tracking.sweep_runs import SweepSession
+from camotune.tracking.tracker import Tracker
+from camotune.tracking.writer import (
     HTTP_SCHEMES,
     artifact_root,
     check_reachable,
@@ -39,8 +32,7 @@ from camotune.search.tracking_writer import (
     shown,
 )
 
-__all__ = ["RUNS_FILE", "SweepTracker", "TrainRunTracker", "check_reachable",
-           "mlflow_ui_command", "resolve_tracking_uri"]
+__all__ = ["SweepTracker", "mlflow_ui_command"]
 
 
 def mlflow_ui_command(settings) -> str:
