@@ -23,13 +23,13 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
                  "pre-flight checks of a training config"),
     "synth": ("camotune.trainer.synth", "synth_main",
               "write a synthetic camouflage dataset (COD10K-v3 layout)"),
-    "sweep": ("camotune.search.commands", "sweep_main", "run a hyperparameter search"),
-    "resume": ("camotune.search.commands", "resume_main", "continue an interrupted search"),
+    "sweep": ("camotune.commands.sweep", "sweep_main", "run a hyperparameter search"),
+    "resume": ("camotune.commands.sweep", "resume_main", "continue an interrupted search"),
     "results": ("camotune.results.commands", "results_main", "leaderboard, statuses, plots"),
     "export": ("camotune.results.commands", "export_main", "best (or k-th) config of a sweep"),
-    "confirm": ("camotune.search.confirm", "confirm_main",
+    "confirm": ("camotune.commands.confirm", "confirm_main",
                 "rerun the leaders with several seeds and evaluate them"),
-    "demo": ("camotune.search.commands", "demo_main",
+    "demo": ("camotune.commands.sweep", "demo_main",
              "synthetic data, a small sweep, its leaderboard and best command"),
 }
 

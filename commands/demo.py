@@ -44,13 +44,13 @@ def ensure_data(folder: Path, *, n_train: int, seed: int) -> Path:
 
 
 def demo(argv: Sequence[str]) -> int:
-    from camotune.results.commands import export_main, results_main
-    from camotune.search.commands import (
+    from camotune.commands.sweep import (
         _print_mlflow_hint,
         execute,
         settings_from_args,
         sweep_parser,
     )
+    from camotune.results.commands import export_main, results_main
 
     args = demo_parser().parse_args(list(argv))
     setup_logging()

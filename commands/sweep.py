@@ -314,6 +314,6 @@ def _print_mlflow_hint(settings: SweepSettings) -> None:
 
 
 def demo_main(argv: Sequence[str]) -> int:
-    from camotune.search.demo import demo
+    from camotune.commands.demo import demo
 
     return demo(argv)
