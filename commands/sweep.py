@@ -244,18 +244,11 @@ def execute(settings: SweepSettings, *, resume: bool, closing_hint: bool = True)
     """Start Ray, run or continue the sweep, write its results; the exit code."""
     from camotune.search import sweep
     from camotune.search.distributed import check_resources
-    from camotune.search.runtime import init_ray
-    from camotune.search.settings import write_settings
 
     workers = sweep.workers_per_trial(settings)
     check_resources(cpus=settings.cpus_per_trial, gpus=settings.gpus_per_trial, workers=workers)
     tracker = _tracker(settings)  # checks the tracking store before Ray starts
-    # Join (or start) Ray before writing anything: a wrong address or token leaves no folder.
-    init_ray(settings.address)
-    _check_capacity(settings, workers)
-    if not resume:
-        settings.sweep_dir.mkdir(parents=True, exist_ok=False)
-        write_settings(settings)
+    sweep.prepare(settings, resume=resume)
     _print_mlflow_hint(settings)
     log.info("sweep %s: space=%s searcher=%s scheduler=%s max_epochs=%d trials=%s folder=%s",
              settings.name, settings.space_source, settings.searcher, settings.scheduler,
@@ -270,20 +263,6 @@ def execute(settings: SweepSettings, *, resume: bool, closing_hint: bool = True)
     if summary is not None and summary.get("finished", 1) == 0:
         raise JobFailed("no trial of the sweep produced a validation IoU", reason="error")
     return 0
-
-
-def _check_capacity(settings: SweepSettings, workers: int) -> None:
-    """Warn when one trial needs more than the whole cluster has: it would wait for nodes."""
-    import ray
-
-    total = ray.cluster_resources()
-    need = {"CPU": settings.cpus_per_trial * workers, "GPU": settings.gpus_per_trial * workers}
-    for key, amount in need.items():
-        if amount > total.get(key, 0.0) + 1e-9:
-            log.warning("one trial needs %s %s (%d worker(s) x --%s-per-trial) but the cluster "
-                        "has %s: trials wait until nodes join", amount, key, workers,
-                        key.lower().replace("cpu", "cpus").replace("gpu", "gpus"),
-                        total.get(key, 0.0))
 
 
 def _tracker(settings: SweepSettings):

@@ -134,3 +134,43 @@ def run(settings: SweepSettings, *, resume: bool, tracker: Tracker | None = None
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
     tuner = restore_tuner(settings) if resume else build_tuner(settings, tracker)
     tuner.fit()
+
+
+def prepare(settings: SweepSettings, *, resume: bool) -> None:
+    """Join (or start) Ray, then (unless resuming) create the sweep folder and write its
+    ``sweep.yaml``. Ray comes first: a wrong address or token leaves no folder. A folder that
+    exists already raises ``FileExistsError``."""
+    from camotune.search.distributed import check_resources
+    from camotune.search.runtime import init_ray
+    from camotune.search.settings import write_settings
+
+    workers = workers_per_trial(settings)
+    check_resources(cpus=settings.cpus_per_trial, gpus=settings.gpus_per_trial, workers=workers)
+    init_ray(settings.address)
+    _check_capacity(settings, workers)
+    if not resume:
+        settings.sweep_dir.mkdir(parents=True, exist_ok=False)
+        write_settings(settings)
+
+
+def run_sweep(settings: SweepSettings, *, resume: bool = False,
+              tracker: Tracker | None = None) -> None:
+    """Run a sweep from Python: `prepare` it, then `run` it to its end. ``tracker`` (e.g.
+    ``camotune.tracking.SweepTracker.for_settings(settings)``) receives its events; read the
+    outcome with ``camotune.results.load_sweep(settings.sweep_dir)``."""
+    prepare(settings, resume=resume)
+    run(settings, resume=resume, tracker=tracker)
+
+
+def _check_capacity(settings: SweepSettings, workers: int) -> None:
+    """Warn when one trial needs more than the whole cluster has: it would wait for nodes."""
+    import ray
+
+    total = ray.cluster_resources()
+    need = {"CPU": settings.cpus_per_trial * workers, "GPU": settings.gpus_per_trial * workers}
+    for key, amount in need.items():
+        if amount > total.get(key, 0.0) + 1e-9:
+            log.warning("one trial needs %s %s (%d worker(s) x --%s-per-trial) but the cluster "
+                        "has %s: trials wait until nodes join", amount, key, workers,
+                        key.lower().replace("cpu", "cpus").replace("gpu", "gpus"),
+                        total.get(key, 0.0))
