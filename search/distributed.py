@@ -84,9 +84,9 @@ def check_resources(*, cpus: float, gpus: float, workers: int) -> None:
     if 0 < gpus < 1:
         raise BadInput(f"--gpus-per-trial {gpus}: with --workers-per-trial {workers} each worker "
                        "needs a whole GPU (NCCL runs one rank per GPU)")
-    from ray.train.v2._internal.constants import is_v2_enabled
+    from camotune.search import compat
 
-    if not is_v2_enabled():
+    if not compat.train_v2_enabled():
         raise BadInput("--workers-per-trial needs Ray Train V2: unset RAY_TRAIN_V2_ENABLED=0")
 
 
@@ -147,11 +147,9 @@ def _quiet_worker_logs(rank: int) -> None:
     """Rank 0 logs for the run; Ray Train's line per report says nothing new."""
     if rank != 0:
         logging.getLogger("camotune").setLevel(logging.WARNING)
-    try:
-        from ray.train.v2._internal.execution import context
-    except ImportError:  # pragma: no cover
-        return
-    logging.getLogger(context.__file__).setLevel(logging.WARNING)  # Ray names it by its file
+    from camotune.search import compat
+
+    compat.quiet(compat.train_v2_context_logger())
 
 
 class _Reaper:

@@ -77,12 +77,9 @@ def configure_auth(address: str, *, label: str = "") -> str | None:
 def _refresh_ray_config() -> None:
     """Ray caches its settings (the auth mode among them) on first use; read them again, as
     Ray does when it turns token mode on itself. A no-op if Ray has not read them yet."""
-    try:
-        from ray._raylet import AuthenticationMode, Config, get_authentication_mode
-    except ImportError:  # pragma: no cover - every supported Ray has these
-        return
-    if get_authentication_mode() != AuthenticationMode.TOKEN:
-        Config.initialize("")
+    from camotune.search import compat
+
+    compat.refresh_auth_config()
 
 
 def auth_error_message(address: str, source: str | None, *, label: str = "") -> str:
@@ -113,13 +110,11 @@ def probe_gcs(address: str, source: str | None, *, label: str = "") -> None:
     except (OSError, ValueError):
         raise BadInput(f"{label}: no Ray cluster answers there (the head's "
                        "`ray start --head --port` address, default port 6379)") from None
-    try:
-        from ray._raylet import GcsClient
-    except ImportError:  # pragma: no cover
-        return
+    from camotune.search import compat
+
     try:
         with _quiet_stderr():
-            GcsClient(address=address)
+            compat.connect_gcs(address)
     except AuthenticationError:
         raise BadInput(auth_error_message(address, source, label=label)) from None
 

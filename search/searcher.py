@@ -20,6 +20,8 @@ from typing import Any
 
 from ray.tune.search.optuna import OptunaSearch
 
+from camotune.search import compat
+
 log = logging.getLogger(__name__)
 
 SEARCHERS = ("tpe", "qmc", "random")
@@ -48,32 +50,36 @@ class CamotuneOptunaSearch(OptunaSearch):
 
     def export(self) -> None:
         """Write the study to ``export_path`` (sqlite), replacing the previous copy."""
-        if not self.export_path or self._ot_study is None:
+        study = compat.optuna_study(self)
+        if not self.export_path or study is None:
             return
         import optuna
 
         final = Path(self.export_path)
         tmp = final.with_name(final.name + ".tmp")
         tmp.unlink(missing_ok=True)
-        optuna.copy_study(from_study_name=self._ot_study.study_name,
-                          from_storage=self._ot_study._storage, to_storage=f"sqlite:///{tmp}")
+        optuna.copy_study(from_study_name=study.study_name,
+                          from_storage=compat.study_storage(study), to_storage=f"sqlite:///{tmp}")
         os.replace(tmp, final)
 
     def on_trial_result(self, trial_id: str, result: dict) -> None:
         value, epoch = result.get(self.metric), result.get("epoch")
-        if value is None or epoch is None or trial_id not in self._ot_trials:
+        trials = compat.optuna_trials(self)
+        if value is None or epoch is None or trial_id not in trials:
             return
-        ot_trial = self._ot_trials[trial_id]
-        if int(epoch) not in ot_trial.storage.get_trial(ot_trial._trial_id).intermediate_values:
+        ot_trial = trials[trial_id]
+        if int(epoch) not in compat.reported_steps(ot_trial):
             ot_trial.report(float(value), int(epoch))
 
     def on_trial_complete(self, trial_id: str, result: dict | None = None,
                           error: bool = False) -> None:
         from optuna.trial import TrialState
 
-        if trial_id in self._completed_trials or trial_id not in self._ot_trials:
+        trials, completed = compat.optuna_trials(self), compat.completed_trials(self)
+        if trial_id in completed or trial_id not in trials:
             return
-        ot_trial = self._ot_trials[trial_id]
+        ot_trial = trials[trial_id]
+        study = compat.optuna_study(self)
         # Tune does not pass the result that stopped a trial to on_trial_result: report it here,
         # so a pruned trial's last (rung) value reaches the study.
         if result:
@@ -87,11 +93,11 @@ class CamotuneOptunaSearch(OptunaSearch):
         else:
             state = TrialState.COMPLETE
         try:
-            self._ot_study.tell(ot_trial, value, state=state)
+            study.tell(ot_trial, value, state=state)
         except (ValueError, RuntimeError) as exc:  # e.g. a NaN value: record it as failed
             log.warning("optuna refused trial %s as %s (%s); telling FAIL", trial_id, state, exc)
-            self._ot_study.tell(ot_trial, None, state=TrialState.FAIL)
-        self._completed_trials.add(trial_id)
+            study.tell(ot_trial, None, state=TrialState.FAIL)
+        completed.add(trial_id)
         self.export()
 
     def warm_start(self, trials: list[dict[str, Any]]) -> int:
@@ -100,27 +106,22 @@ class CamotuneOptunaSearch(OptunaSearch):
         were usable (params inside this space)."""
         import optuna
 
+        space, study = compat.optuna_space(self), compat.optuna_study(self)
         used = 0
         for t in trials:
-            params = {k: t["params"][k] for k in self._space if k in t["params"]}
-            if len(params) != len(self._space):
+            params = {k: t["params"][k] for k in space if k in t["params"]}
+            if len(params) != len(space):
                 continue
-            if not all(_inside(dist, params[name]) for name, dist in self._space.items()):
+            if not all(compat.distribution_contains(dist, params[name])
+                       for name, dist in space.items()):
                 continue
             state = {"complete": optuna.trial.TrialState.COMPLETE,
                      "pruned": optuna.trial.TrialState.PRUNED,
                      "fail": optuna.trial.TrialState.FAIL}[t["state"]]
             value = t.get("value") if state == optuna.trial.TrialState.COMPLETE else None
-            self._ot_study.add_trial(optuna.trial.create_trial(
-                state=state, value=value, params=params, distributions=self._space,
+            study.add_trial(optuna.trial.create_trial(
+                state=state, value=value, params=params, distributions=space,
                 intermediate_values={int(k): float(v) for k, v in t.get("intermediate", {}).items()}))
             used += 1
         return used
 
-
-def _inside(dist, value: Any) -> bool:
-    """Whether an Optuna distribution admits ``value`` (e.g. an earlier sweep's wider range)."""
-    try:
-        return bool(dist._contains(dist.to_internal_repr(value)))
-    except (ValueError, TypeError):
-        return False

@@ -12,8 +12,11 @@ import os
 from pathlib import Path
 from typing import Any
 
+from camotune.search import compat
+from camotune.search.asha import RecordingASHA
+from camotune.search.collapse_stopper import CollapseStopper
 from camotune.search.settings import SweepSettings
-from camotune.search.stoppers import CollapseStopper, RecordingASHA, StopRegistry
+from camotune.search.stop_registry import StopRegistry
 from camotune.search.sweep_callback import SweepCallback
 from camotune.tracking.tracker import Tracker
 
@@ -64,7 +67,7 @@ def _searcher(settings: SweepSettings, concurrency: int):
         sampler=make_sampler(settings.searcher, settings.seed), study_name=settings.name,
         max_epochs=settings.max_epochs, export_path=str(settings.sweep_dir / OPTUNA_FILE))
     for point in settings.points:
-        searcher._ot_study.enqueue_trial(point, skip_if_exists=False)
+        compat.optuna_study(searcher).enqueue_trial(point, skip_if_exists=False)
     if settings.warm_start:
         from camotune.search.warmstart import finished_trials
 

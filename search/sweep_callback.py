@@ -24,7 +24,7 @@ from ray.tune import Callback
 
 from camotune.search.progress import StatusTable
 from camotune.search.settings import SweepSettings
-from camotune.search.stoppers import StopRegistry
+from camotune.search.stop_registry import StopRegistry
 from camotune.search.trainable import read_outcome, trial_config, trial_params, write_ended
 from camotune.sweepdir import TRIALS_DIR, TRIALS_FILE, append_event, read_events
 from camotune.tracking.tracker import Tracker

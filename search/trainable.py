@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import logging
 import os
 import tempfile
 import traceback
@@ -84,10 +83,11 @@ def run_trial(config: dict[str, Any], settings) -> None:
     """The function trainable (wrapped with `tune.with_parameters(run_trial, settings=...)`)."""
     from ray import tune
 
+    # One line per checkpoint from Ray's storage layer would drown the sweep's own output.
+    from camotune.search import compat
     from camotune.trainer.loop import fit
 
-    # One line per checkpoint from Ray's storage layer would drown the sweep's own output.
-    logging.getLogger("ray.train._internal.storage").setLevel(logging.WARNING)
+    compat.quiet(compat.TRAIN_STORAGE_LOGGER)
     trial_id = tune.get_context().get_trial_id()
     cfg = trial_config(settings, trial_params(config), trial_id)
     trial_dir = Path(cfg.checkpoint_dir)

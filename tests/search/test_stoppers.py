@@ -8,7 +8,9 @@ from pathlib import Path
 
 from ray.tune.schedulers import TrialScheduler
 
-from camotune.search.stoppers import CollapseStopper, RecordingASHA, StopRegistry
+from camotune.search.asha import RecordingASHA
+from camotune.search.collapse_stopper import CollapseStopper
+from camotune.search.stop_registry import StopRegistry
 
 
 def row(epoch: int, iou: float, fg: float = 0.1, gt: float = 0.12, loss: float = 1.0) -> dict:

@@ -1,0 +1,127 @@
+"""Every use of a private attribute or ``_internal`` module of Ray or Optuna, in one place.
+
+Nothing else in camotune touches a Ray or Optuna name that starts with ``_``: it calls the
+functions here. tests/search/test_compat.py checks each one on the installed versions (the
+bounds in pyproject.toml are the versions tested); when an upgrade breaks one, that test names
+it. Each function says which internal it reads and why no public API does the job.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from typing import Any
+
+# Ray Train's per-report log lines come from this logger (a module of ray.train._internal).
+TRAIN_STORAGE_LOGGER = "ray.train._internal.storage"
+
+
+# -- Ray Tune: ASHA ------------------------------------------------------------------------------
+def asha_rungs(scheduler: Any) -> Iterator[tuple[Any, int, dict[str, float]]]:
+    """(bracket, milestone epoch, {trial_id: signed value}) of every rung of an
+    ``AsyncHyperBandScheduler``: ``scheduler._brackets[i]._rungs``. Ray keeps the recorded
+    rung values only there and does not save them with the experiment, so a resumed sweep
+    puts the values of ``trials.jsonl`` back into these dicts."""
+    for bracket in scheduler._brackets:
+        for milestone, recorded in bracket._rungs:
+            yield bracket, int(milestone), recorded
+
+
+def asha_cutoff(bracket: Any, recorded: dict[str, float]) -> float | None:
+    """The value a trial must beat at a rung (in the scheduler's signed units), from the
+    bracket's own rule (``_Bracket.cutoff``), or None while the rung is empty."""
+    value = bracket.cutoff(recorded)
+    return None if value is None else float(value)
+
+
+# -- Ray Train V2 ----------------------------------------------------------------------------------
+def train_v2_enabled() -> bool:
+    """Whether Ray Train V2 is on (``ray.train.v2._internal.constants.is_v2_enabled``; Ray
+    has no public switch to read)."""
+    from ray.train.v2._internal.constants import is_v2_enabled
+
+    return bool(is_v2_enabled())
+
+
+def train_v2_context_logger() -> str | None:
+    """The name of the logger Ray Train V2 writes its line per report with (it is named after
+    the file of ``ray.train.v2._internal.execution.context``); None if that module is gone."""
+    try:
+        from ray.train.v2._internal.execution import context
+    except ImportError:  # pragma: no cover - every supported Ray has it
+        return None
+    return context.__file__
+
+
+# -- Ray core: authentication and the GCS ------------------------------------------------------
+def refresh_auth_config() -> None:
+    """Make Ray read its settings (the authentication mode among them) again unless it is in
+    token mode already, as Ray does when it turns token mode on itself
+    (``ray._raylet.Config.initialize``; no public API re-reads them)."""
+    try:
+        from ray._raylet import AuthenticationMode, Config, get_authentication_mode
+    except ImportError:  # pragma: no cover - every supported Ray has these
+        return
+    if get_authentication_mode() != AuthenticationMode.TOKEN:
+        Config.initialize("")
+
+
+def connect_gcs(address: str) -> bool:
+    """Open a GCS client to ``address`` (``ray._raylet.GcsClient``), which raises Ray's
+    ``AuthenticationError`` when the cluster refuses our token; False when Ray has no such
+    client (nothing was checked)."""
+    try:
+        from ray._raylet import GcsClient
+    except ImportError:  # pragma: no cover
+        return False
+    GcsClient(address=address)
+    return True
+
+
+# -- Ray Tune's OptunaSearch and Optuna --------------------------------------------------------
+def optuna_study(searcher: Any) -> Any:
+    """The ``optuna.Study`` inside Ray's ``OptunaSearch`` (``_ot_study``), or None before
+    the searcher is set up; OptunaSearch does not expose it."""
+    return searcher._ot_study
+
+
+def optuna_trials(searcher: Any) -> dict[str, Any]:
+    """Ray trial id -> live ``optuna.Trial`` of an ``OptunaSearch`` (``_ot_trials``)."""
+    return searcher._ot_trials
+
+
+def completed_trials(searcher: Any) -> set[str]:
+    """The Ray trial ids an ``OptunaSearch`` has told Optuna about (``_completed_trials``)."""
+    return searcher._completed_trials
+
+
+def optuna_space(searcher: Any) -> dict[str, Any]:
+    """name -> Optuna distribution of an ``OptunaSearch`` (``_space``)."""
+    return searcher._space
+
+
+def study_storage(study: Any) -> Any:
+    """The storage of an ``optuna.Study`` (``_storage``), which ``optuna.copy_study`` needs
+    for an in-memory study (it has no URL)."""
+    return study._storage
+
+
+def reported_steps(trial: Any) -> dict[int, float]:
+    """step -> value already reported for a live ``optuna.Trial`` (``trial._trial_id`` read
+    back from its storage; ``Trial`` has no public getter), so a step is reported once."""
+    return trial.storage.get_trial(trial._trial_id).intermediate_values
+
+
+def distribution_contains(dist: Any, value: Any) -> bool:
+    """Whether an Optuna distribution admits ``value`` (``BaseDistribution._contains`` on its
+    internal representation); False for a value it cannot even represent."""
+    try:
+        return bool(dist._contains(dist.to_internal_repr(value)))
+    except (ValueError, TypeError):
+        return False
+
+
+def quiet(logger_name: str | None, level: int = logging.WARNING) -> None:
+    """Raise one of Ray's loggers (a name from this module) to ``level``."""
+    if logger_name is not None:
+        logging.getLogger(logger_name).setLevel(level)
