@@ -14,45 +14,25 @@ from typing import Any
 
 from camotune.errors import BadInput
 from camotune.spaces import Space
+from camotune.spaces.sweep_options import CollapseSettings, SweepOptions
 from camotune.sweepdir import SWEEP_FILE, read_settings_dict, write_settings_dict
 from camotune.trainer.config import TrainConfig, from_dict, to_dict
 
 
 @dataclass(frozen=True)
-class CollapseSettings:
-    enabled: bool = True
-    fg_ratio: float = 0.002
-    patience: int = 2
-    min_best: float = 0.2
-    drop: float = 0.25
-    min_epoch: int = 3
+class SweepSettings(SweepOptions):
+    """Everything a sweep is: what it searches (``space`` over ``base``), where it lives
+    (``storage_path/name``), and its options (`SweepOptions`: each field's default, help, rule
+    and flag are in its metadata)."""
 
-
-@dataclass(frozen=True)
-class SweepSettings:
     name: str
     storage_path: str                      # absolute; the sweep folder is storage_path/name
     space: Space
     space_source: str                      # preset name or file the space came from
     base: TrainConfig                      # base config (training flags given to `sweep`)
-    scheduler: str = "asha"                # asha | fifo
-    grace_period: int = 2
-    reduction_factor: int = 3
-    searcher: str = "tpe"                  # tpe | qmc | random | design
     seed: int = 0
-    num_samples: int = 10
-    time_budget_s: float | None = None
-    max_concurrent: int | None = None
-    cpus_per_trial: float = 1.0
-    gpus_per_trial: float = 0.0
     points: list[dict[str, Any]] = field(default_factory=list)
     warm_start: str | None = None
-    collapse: CollapseSettings = field(default_factory=CollapseSettings)
-    keep_checkpoints: str = "best"         # best | all | none
-    tracking_uri: str = ""
-    experiment: str = "camotune"
-    log_checkpoints: bool = False
-    address: str | None = None
     created: str = ""
     version: str = ""
 
@@ -73,7 +53,9 @@ class SweepSettings:
         return self.space.design_trials(self.base.seed) if self.is_design else []
 
     def to_dict(self) -> dict[str, Any]:
-        d = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        own = [f for f in dataclasses.fields(self) if f.name not in _OPTION_NAMES]
+        options = [f for f in dataclasses.fields(self) if f.name in _OPTION_NAMES]
+        d = {f.name: getattr(self, f.name) for f in own + options}
         d["space"] = self.space.to_dict()
         d["base"] = to_dict(self.base)
         d["collapse"] = dataclasses.asdict(self.collapse)
@@ -94,6 +76,11 @@ class SweepSettings:
         d["base"] = from_dict(d["base"], source=source)
         d["collapse"] = CollapseSettings(**d.get("collapse", {}))
         return cls(**d)
+
+
+_OPTION_NAMES = {f.name for f in dataclasses.fields(SweepOptions)}
+
+__all__ = ["CollapseSettings", "SweepSettings", "read_settings", "write_settings"]
 
 
 def write_settings(settings: SweepSettings) -> Path:

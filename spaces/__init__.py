@@ -9,7 +9,7 @@ functions that need them.
 from .design import Design
 from .dist import Dist
 from .space import Space, list_presets, load_points, load_space
-from .validate import SWEEP_OPTIONS
+from .sweep_options import CollapseSettings, SweepOptions
 
-__all__ = ["SWEEP_OPTIONS", "Design", "Dist", "Space", "list_presets", "load_points",
-           "load_space"]
+__all__ = ["CollapseSettings", "Design", "Dist", "Space", "SweepOptions", "list_presets",
+           "load_points", "load_space"]

@@ -15,10 +15,10 @@ A space file (``spaces/*.yaml`` for the presets, or any path) is a mapping with 
     design:                 # instead of params: a two-level factorial (camotune.spaces.design)
       {type: factorial, levels: {FIELD: [A, B], ...}, fraction: 1, repeats: 1}
     sweep:                  # optional defaults for the sweep; its command-line flags win
-      {scheduler: asha, collapse_stopper: true, num_samples: 20, grace_period: 2,
+      {trial_scheduler: asha, collapse_stopper: true, num_samples: 20, grace_period: 2,
        reduction_factor: 3, max_concurrent: 4}
 
-Exactly one of ``params`` and ``design`` is given. ``sweep`` keys: ``scheduler`` (``asha`` or
+Exactly one of ``params`` and ``design`` is given. ``sweep`` keys (see `sweep_section`): ``trial_scheduler`` (``asha`` or
 ``fifo``), ``collapse_stopper`` (bool), ``num_samples`` (int >= 1; not with a design, which runs
 runs x repeats trials), ``grace_period`` (int >= 1, at most ``fixed.epochs``),
 ``reduction_factor`` (int >= 2), ``max_concurrent`` (int >= 1).

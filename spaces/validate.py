@@ -16,7 +16,8 @@ from typing import TYPE_CHECKING, Any
 from camotune.errors import BadInput
 from camotune.trainer.config import DEFAULTS, FIELDS, from_dict
 
-from .dist import Dist, is_number
+from .dist import Dist
+from .sweep_options import check_sweep
 
 if TYPE_CHECKING:
     from .space import Space
@@ -29,15 +30,6 @@ UNSEARCHABLE = {
               "set it in fixed",
     "stage1_epochs": "the stage layout must be the same in every trial so that rungs compare "
                      "like with like; set it in fixed",
-}
-
-SWEEP_OPTIONS: dict[str, str] = {
-    "scheduler": "asha or fifo",
-    "collapse_stopper": "true or false",
-    "num_samples": "an integer >= 1",
-    "grace_period": "an integer >= 1",
-    "reduction_factor": "an integer >= 2",
-    "max_concurrent": "an integer >= 1",
 }
 
 _FLAG = re.compile(r"^--([a-z0-9-]+) ")
@@ -91,7 +83,8 @@ def validate(space: Space) -> dict[str, Any]:
     if space.design is None and not space.params:
         raise BadInput("params: missing (a space needs params to sample or a design)")
     fixed = _fixed(space.fixed)
-    out: dict[str, Any] = {"fixed": fixed, "sweep": _sweep(space.sweep, space.design, fixed)}
+    out: dict[str, Any] = {"fixed": fixed,
+                           "sweep": check_sweep(space.sweep, space.design, fixed)}
     if space.design is not None:
         out["design"] = _design(space.design, fixed)
         out["params"] = {}
@@ -210,28 +203,3 @@ def check_point(point: Any, params: Mapping[str, Dist], fixed: Mapping[str, Any]
         out[name] = value
     check_config({**fixed, **out}, key, per_field=True)
     return out
-
-
-def _sweep(sweep: Any, design: Any, fixed: Mapping[str, Any]) -> dict[str, Any]:
-    if not isinstance(sweep, Mapping):
-        raise BadInput(f"sweep: expected a mapping of sweep options (got {sweep!r})")
-    for name, value in sweep.items():
-        key = f"sweep.{name}"
-        if name not in SWEEP_OPTIONS:
-            raise BadInput(f"{key}: unknown sweep option (one of {', '.join(SWEEP_OPTIONS)})")
-        if name == "scheduler":
-            ok = value in ("asha", "fifo")
-        elif name == "collapse_stopper":
-            ok = isinstance(value, bool)
-        else:
-            low = 2 if name == "reduction_factor" else 1
-            ok = is_number(value) and isinstance(value, int) and value >= low
-        if not ok:
-            raise BadInput(f"{key}: must be {SWEEP_OPTIONS[name]} (got {value!r})")
-    if "num_samples" in sweep and design is not None:
-        raise BadInput("sweep.num_samples: a design runs all its trials (runs x repeats)")
-    epochs = fixed.get("epochs")
-    if "grace_period" in sweep and epochs is not None and sweep["grace_period"] > epochs:
-        raise BadInput(f"sweep.grace_period: {sweep['grace_period']} exceeds fixed.epochs "
-                       f"({epochs})")
-    return dict(sweep)

@@ -55,7 +55,7 @@ def test_seed_collapse_levels_are_success_then_failure(name: str, sizes: tuple[i
     assert levels["img_size"] == sizes
     for key in SUCCESS:
         assert levels[key] == (SUCCESS[key], FAILURE[key])
-    assert space.sweep == {"scheduler": "fifo", "collapse_stopper": False}
+    assert space.sweep == {"trial_scheduler": "fifo", "collapse_stopper": False}
     assert space.fixed["lr_scaling"] == "none" and space.fixed["ema_warmup"] is False
     assert space.fixed["ema_decay"] == 0.9999 and space.fixed["warmup_steps"] == 0
     runs = space.design.runs()
@@ -85,7 +85,7 @@ def test_seed_collapse_trials_repeat_the_runs_with_seeds():
 
 def test_smoke_preset():
     space = load_space("smoke")
-    assert space.sweep == {"scheduler": "asha", "grace_period": 2, "reduction_factor": 3,
+    assert space.sweep == {"trial_scheduler": "asha", "grace_period": 2, "reduction_factor": 3,
                            "num_samples": 10}
     cfg = space.apply(DEFAULTS, {"lr": 1e-3, "batch_size": 4, "accumulation_steps": 1,
                                  "use_ema": True, "deep_supervision": False})
