@@ -1,7 +1,7 @@
 """`fit` against a bare PyTorch loop over the same model, data and precision (a script).
 
 Both train the whole model (stage 2 from the first epoch, no accumulation, no EMA) on the same
-`DataModule` batches. Throughput is ``imgs_per_s`` as DESIGN.md defines it: training images of
+`DataModule` batches. Throughput is ``imgs_per_s``: training images of
 the epoch / wall time of its training loop, data loading included, validation excluded. For
 `fit` that is the figure it writes to history.csv; the bare loop measures the same span around
 its own loop (DataLoader -> device -> forward -> CamoLoss -> backward -> AdamW step).
@@ -101,7 +101,7 @@ _READS = ("item", "tolist", "cpu", "numpy", "__bool__", "__float__", "__int__")
 
 @contextlib.contextmanager
 def count_host_reads() -> Iterator[dict[str, Counter]]:
-    """Count tensor reads to the host during the first ``Trainer.run_epoch`` (one training
+    """Count tensor reads to the host during the first ``GradientAccumulator.run_epoch`` (one training
     epoch of `fit`): ``ours`` by camotune call site (file:line), ``torch`` by method for calls
     from anywhere else. The patched methods stay installed (inactive) until the block ends."""
     from camotune.trainer import step as step_module
@@ -109,7 +109,7 @@ def count_host_reads() -> Iterator[dict[str, Counter]]:
     counts: dict[str, Counter] = {"ours": Counter(), "torch": Counter()}
     active = [False]
     originals = {name: getattr(torch.Tensor, name) for name in _READS}
-    original_run_epoch = step_module.Trainer.run_epoch
+    original_run_epoch = step_module.GradientAccumulator.run_epoch
 
     def wrap(name):
         original = originals[name]
@@ -138,13 +138,13 @@ def count_host_reads() -> Iterator[dict[str, Counter]]:
 
     for name in _READS:
         setattr(torch.Tensor, name, wrap(name))
-    step_module.Trainer.run_epoch = run_epoch
+    step_module.GradientAccumulator.run_epoch = run_epoch
     try:
         yield counts
     finally:
         for name, fn in originals.items():
             setattr(torch.Tensor, name, fn)
-        step_module.Trainer.run_epoch = original_run_epoch
+        step_module.GradientAccumulator.run_epoch = original_run_epoch
 
 
 def run(quick: bool = True, device: str = "cpu", *, backbone: str = "edgenext_xx_small",
@@ -175,7 +175,7 @@ def run(quick: bool = True, device: str = "cpu", *, backbone: str = "edgenext_xx
         fit_all = [float(row["imgs_per_s"]) for row in result.history]
     fit_med, bare_med = benchlib.median(fit_all[1:]), benchlib.median(bare_all[1:])
     ratio = fit_med / bare_med
-    intervals = math.ceil(n_micro / 50)  # Trainer.run_epoch's default logging interval
+    intervals = math.ceil(n_micro / 50)  # GradientAccumulator.run_epoch's default logging interval
     ours = sum(counts["ours"].values())
     sites = ", ".join(f"{k} x{v}" for k, v in counts["ours"].most_common()) or "none"
     tag = f"{backbone} {size}px b{batch} {device}, {data.n_train} images/epoch"

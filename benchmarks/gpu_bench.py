@@ -7,7 +7,7 @@ by a share of the time budget (``BUDGET_S``):
 
 1. ceiling: forward+backward images/s of CamoXpert (``BACKBONE``, default edgenext_base) at
    ``SIZE`` px on tensors already on the GPU, by batch size, in fp32 and bf16 (autocast);
-2. step: camotune's `Trainer` (CamoLoss, AdamW, accumulation, clipping) against the ceiling at
+2. step: camotune's `GradientAccumulator` (CamoLoss, AdamW, accumulation, clipping) against the ceiling at
    the same batch and precision, with the host syncs it makes (CUDA sync debug mode); and the
    same step fed from pinned uint8 host batches through `fit`'s `device_batches`;
 3. max batch: the largest bf16 training batch that fits, per image size;

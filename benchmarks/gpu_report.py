@@ -109,7 +109,7 @@ def markdown(data: dict[str, Any]) -> str:
                 cells.append(_fmt(comp.get(b, comp.get(str(b)))))
             lines.append(f"| {b} | " + " | ".join(cells) + " |")
     if sec.get("step"):
-        lines += _table("Training step (Trainer + CamoLoss + AdamW)",
+        lines += _table("Training step (GradientAccumulator + CamoLoss + AdamW)",
                         ["precision", "batch", "input", "images/s", "peak GiB",
                          "host syncs / micro-batch", "sync sites"],
                         [[r["precision"], r["batch"], r["input"], _fmt(r.get("images_per_s")),

@@ -61,24 +61,24 @@ def fwd_bwd(model: torch.nn.Module, x: torch.Tensor, dtype: torch.dtype | None
 
 def make_trainer(model: torch.nn.Module, device: torch.device, dtype: torch.dtype | None,
                  accumulation: int):
-    """camotune's `Trainer` as `fit` builds it: CamoLoss, AdamW over `param_groups` (fused on
+    """camotune's `GradientAccumulator` as `fit` builds it: CamoLoss, AdamW over `param_groups` (fused on
     CUDA), gradient clipping at 1, ``accumulation`` micro-batches per optimizer step."""
     from camotune.trainer.losses import CamoLoss
     from camotune.trainer.optim import param_groups
-    from camotune.trainer.step import Trainer
+    from camotune.trainer.step import GradientAccumulator
 
     groups = param_groups(model, weight_decay=0.01, backbone_lr_scale=0.1)
     for g in groups:
         g["lr"] = 1e-4 * g["scale"]
     fused = {"fused": True} if device.type == "cuda" else {}
     opt = torch.optim.AdamW(groups, lr=1e-4, **fused)
-    return Trainer(model, opt, CamoLoss(), device=device, amp_dtype=dtype,
+    return GradientAccumulator(model, opt, CamoLoss(), device=device, amp_dtype=dtype,
                    accumulation_steps=accumulation, grad_clip=1.0)
 
 
 def train_chunk(trainer, batches: Callable[[], Any], n_micro: int, batch: int
                 ) -> Callable[[], int]:
-    """``n_micro`` micro-batches through `Trainer.run_epoch` (whole accumulation groups)."""
+    """``n_micro`` micro-batches through `GradientAccumulator.run_epoch` (whole accumulation groups)."""
     from camotune.trainer.step import StepStats
 
     def step() -> int:
@@ -122,7 +122,7 @@ def ceiling(model, s: dict, device: torch.device, deadline: float) -> dict[str, 
 
 
 def training_step(model, s: dict, device: torch.device, deadline: float) -> list[dict]:
-    """camotune's step (Trainer + CamoLoss + AdamW, accumulation) per precision and batch, with
+    """camotune's step (GradientAccumulator + CamoLoss + AdamW, accumulation) per precision and batch, with
     the host syncs of one chunk; plus, in bf16 at the largest step batch, the same step fed
     from pinned host uint8 batches through `fit`'s `device_batches` (copy + normalise)."""
     precisions = ["bf16"] if s["quick"] else ["bf16", "fp32"]

@@ -1,7 +1,7 @@
 """The leaderboard of a sweep: trials best first, counts per stop reason, compute used.
 
-Formats: ``table`` (for people), ``csv`` (one row per trial, flat columns), ``json`` (the list of
-DESIGN.md: one object per trial with ``trial_id``, ``stop_reason``, ``rung``, ``epochs``,
+Formats: ``table`` (for people), ``csv`` (one row per trial, flat columns), ``json`` (a list
+with one object per trial with ``trial_id``, ``stop_reason``, ``rung``, ``epochs``,
 ``best_val_iou``, ``last_val_iou``, ``val_iou_history``, ``gpu_seconds``, ``config``,
 ``lr_stage1``, ``lr_stage2`` and the other columns of `camotune.results.read`).
 """

@@ -1,4 +1,4 @@
-"""``history.csv``: one row per finished epoch, the metric keys of DESIGN.md as columns.
+"""``history.csv``: one row per finished epoch, the metric keys (`METRIC_KEYS`) as columns.
 
 Rows are appended and flushed every epoch, so a run killed at any moment leaves every finished
 epoch on disk. Empty values (metrics not computed that epoch) are empty cells.

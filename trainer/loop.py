@@ -31,7 +31,7 @@ from camotune.trainer import checkpoint as ckpt
 from camotune.trainer.config import TrainConfig, dump_yaml, to_argv
 from camotune.trainer.history import HistoryWriter, read_history
 from camotune.trainer.optim import StepSchedule, param_groups
-from camotune.trainer.step import StepStats, Trainer, resolve_amp, resolve_device
+from camotune.trainer.step import GradientAccumulator, StepStats, resolve_amp, resolve_device
 from camotune.trainer.validate import Batches, device_batches, validate_weights
 
 log = logging.getLogger(__name__)
@@ -163,7 +163,7 @@ class _Run:
 
             self.ema = ModelEmaV3(self.model, decay=cfg.ema_decay, use_warmup=cfg.ema_warmup)
         self.step_model: torch.nn.Module = self.model
-        self.trainer = Trainer(self.model, self.optimizer, self.loss_fn, device=device,
+        self.trainer = GradientAccumulator(self.model, self.optimizer, self.loss_fn, device=device,
                                amp_dtype=self.amp_dtype,
                                accumulation_steps=cfg.accumulation_steps,
                                grad_clip=cfg.grad_clip, on_step=self._after_step,

@@ -71,7 +71,7 @@ class StepStats:
         }
 
 
-class Trainer:
+class GradientAccumulator:
     """Accumulates ``accumulation_steps`` micro-batches per optimizer step.
 
     ``loss_fn(out, mask) -> (total, terms)``. Each micro-batch's loss is divided by the number of

@@ -35,7 +35,7 @@ def test_new_key_gives_no_warning_and_both_keys_are_refused(tmp_path, caplog) ->
     caplog.set_level(logging.WARNING)
     assert _space(tmp_path, "{trial_scheduler: fifo}").sweep == {"trial_scheduler": "fifo"}
     assert not caplog.records
-    with pytest.raises(BadInput, match="sweep.scheduler: give trial_scheduler only"):
+    with pytest.raises(BadInput, match=r"sweep\.scheduler: give trial_scheduler only"):
         _space(tmp_path, "{scheduler: fifo, trial_scheduler: asha}")
 
 

@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from camotune.trainer.optim import StepSchedule, schedule_factor
-from camotune.trainer.step import StepStats, Trainer
+from camotune.trainer.step import GradientAccumulator, StepStats
 
 
 class Out:
@@ -38,7 +38,7 @@ def _trained(micro: int, accumulation: int, images, masks, seed: int) -> torch.T
     torch.manual_seed(seed)
     model = NoNorm()
     opt = torch.optim.SGD(model.parameters(), lr=0.5)
-    trainer = Trainer(model, opt, mse, device=torch.device("cpu"), amp_dtype=None,
+    trainer = GradientAccumulator(model, opt, mse, device=torch.device("cpu"), amp_dtype=None,
                       accumulation_steps=accumulation, grad_clip=0.0)
     batches = [(images[i:i + micro], masks[i:i + micro]) for i in range(0, len(images), micro)]
     trainer.run_epoch(batches, StepStats(torch.device("cpu")), n_micro=len(batches))
@@ -61,7 +61,7 @@ def test_last_partial_group_is_its_own_step(seed: int) -> None:
         torch.manual_seed(seed)
         model = NoNorm()
         opt = torch.optim.SGD(model.parameters(), lr=0.5)
-        trainer = Trainer(model, opt, mse, device=torch.device("cpu"), amp_dtype=None,
+        trainer = GradientAccumulator(model, opt, mse, device=torch.device("cpu"), amp_dtype=None,
                           accumulation_steps=accumulation, grad_clip=0.0)
         starts = [sum(sizes[:i]) for i in range(len(sizes))]
         batches = [(images[a:a + n], masks[a:a + n]) for a, n in zip(starts, sizes, strict=True)]
@@ -82,7 +82,7 @@ def test_non_finite_loss_is_flagged_without_stopping_the_step(seed: int) -> None
     def nan_loss(out, mask):
         return out.logits.mean() * float("nan"), {}
 
-    trainer = Trainer(model, opt, nan_loss, device=torch.device("cpu"), amp_dtype=None,
+    trainer = GradientAccumulator(model, opt, nan_loss, device=torch.device("cpu"), amp_dtype=None,
                       accumulation_steps=1, grad_clip=1.0)
     stats = StepStats(torch.device("cpu"))
     trainer.run_epoch([(torch.randn(2, 3, 8, 8), torch.zeros(2, 1, 8, 8))], stats, n_micro=1)
