@@ -31,6 +31,11 @@ class RecordingASHA(ASHAScheduler):
         self.sign = 1.0 if mode == "max" else -1.0   # Ray stores rung values as sign x value
         self._replayed = False
 
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state)
+        if "max_t" not in state:  # pickled (tuner.pkl) before these options were kept here
+            self.__dict__.update(compat.asha_options(self))
+
     def on_trial_add(self, tune_controller, trial) -> None:
         if not self._replayed:
             self._replayed = True

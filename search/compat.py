@@ -125,3 +125,15 @@ def quiet(logger_name: str | None, level: int = logging.WARNING) -> None:
     """Raise one of Ray's loggers (a name from this module) to ``level``."""
     if logger_name is not None:
         logging.getLogger(logger_name).setLevel(level)
+
+
+def asha_options(scheduler: Any) -> dict[str, Any]:
+    """The constructor options of an ``AsyncHyperBandScheduler`` read back from its private
+    state (``_max_t``, ``_reduction_factor``, ``_metric``, ``_metric_op`` and the first
+    bracket's lowest rung): for a `RecordingASHA` unpickled from a ``tuner.pkl`` written
+    before it kept them itself."""
+    first = min(m for bracket, m, _ in asha_rungs(scheduler)
+                if bracket is scheduler._brackets[0])
+    return {"max_t": int(scheduler._max_t), "grace_period": int(first),
+            "reduction_factor": scheduler._reduction_factor, "metric_name": scheduler._metric,
+            "sign": float(scheduler._metric_op)}

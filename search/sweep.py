@@ -118,6 +118,10 @@ def build_tuner(settings: SweepSettings, tracker: Tracker | None = None):
 def restore_tuner(settings: SweepSettings):
     from ray import tune
 
+    from camotune.search.pickle_names import install_old_names
+
+    install_old_names()  # a tuner.pkl written by an earlier camotune
+
     return tune.Tuner.restore(str(settings.sweep_dir), trainable=trainable(settings),
                               resume_unfinished=True, resume_errored=False,
                               restart_errored=False)

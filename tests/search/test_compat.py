@@ -125,3 +125,35 @@ def test_distribution_contains() -> None:
     assert compat.distribution_contains(IntDistribution(1, 4), 3)
     assert compat.distribution_contains(CategoricalDistribution(["a", "b"]), "b")
     assert not compat.distribution_contains(CategoricalDistribution(["a", "b"]), "c")
+
+
+def test_asha_options_read_back_from_an_old_pickle() -> None:
+    import pickle
+
+    asha = RecordingASHA(StopRegistry("old"), max_t=18, grace_period=2, reduction_factor=3,
+                         mode="min")
+    state = dict(vars(asha))
+    for name in ("max_t", "grace_period", "reduction_factor", "metric_name", "sign"):
+        del state[name]
+    old = RecordingASHA.__new__(RecordingASHA)
+    old.__setstate__(pickle.loads(pickle.dumps(state)))
+    assert (old.max_t, old.grace_period, old.reduction_factor, old.metric_name, old.sign) == \
+        (18, 2, 3, "val_iou", -1.0)
+    assert old.rungs == [2, 6, 18]
+
+
+def test_objects_pickled_under_old_module_names_load() -> None:
+    import pickle
+
+    from camotune.search.collapse_stopper import CollapseStopper
+    from camotune.search.pickle_names import install_old_names
+
+    stopper = CollapseStopper(StopRegistry("/sweeps/old-names"), patience=5)
+    data = pickle.dumps(stopper, protocol=0)
+    for new in (b"camotune.search.collapse_stopper", b"camotune.search.stop_registry"):
+        data = data.replace(new, b"camotune.search.stoppers")
+    assert b"camotune.search.stoppers" in data
+    install_old_names()
+    back = pickle.loads(data)
+    assert isinstance(back, CollapseStopper) and back.patience == 5
+    assert back.registry is stopper.registry
