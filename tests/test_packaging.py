@@ -13,12 +13,14 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-SUBPACKAGES = ("model", "trainer", "spaces", "search", "results")
+SUBPACKAGES = ("model", "trainer", "spaces", "search", "results", "tracking", "sweepdir",
+               "commands")
 # Importing the thin top-level package and the dispatcher needs nothing but the stdlib.
 CHECK = """
 import importlib.util, json, camotune, camotune.cli
 spec = {name: importlib.util.find_spec('camotune.' + name).origin
-        for name in ('model', 'trainer', 'spaces', 'search', 'results')}
+        for name in ('model', 'trainer', 'spaces', 'search', 'results', 'tracking', 'sweepdir',
+                     'commands')}
 print(json.dumps({'version': camotune.__version__, 'origins': spec}))
 """
 

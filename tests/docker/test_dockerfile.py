@@ -111,6 +111,7 @@ def test_dockerignore_keeps_environments_runs_caches_and_secrets_out(path: str) 
 @pytest.mark.parametrize(
     "path", ["pyproject.toml", "camotune/cli.py", "model/__init__.py", "trainer/config.py",
              "spaces/__init__.py", "search/__init__.py", "results/__init__.py",
+             "tracking/__init__.py", "sweepdir/__init__.py", "commands/__init__.py",
              "docker/ray-worker.sh", "docker/Dockerfile"]
 )
 def test_dockerignore_keeps_what_the_build_needs(path: str) -> None:
