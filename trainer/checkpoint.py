@@ -2,14 +2,19 @@
 rules for ``--resume-from``.
 
 A checkpoint is a ``torch.save`` dict (see docs/architecture.md): model, EMA, optimizer,
-schedule, scaler, epoch, stage, unfreeze level, RNG states and the config. It is written to a
-temporary file and renamed, so a run killed at any moment leaves the previous ``last.pt`` whole.
+schedule, scaler, epoch, stage, unfreeze level, RNG states and the config. It holds only
+tensors, plain containers and primitives (the config as a dict, the NumPy and Python RNG states
+as tensors and lists), so it loads with ``torch.load(..., weights_only=True)``: a crafted file
+cannot run code. It is written to a temporary file and renamed, so a run killed at any moment
+leaves the previous ``last.pt`` whole; a failed write (a full disk) removes the temporary file.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import errno
 import os
+import pickle
 import random
 import shutil
 from pathlib import Path
@@ -18,17 +23,23 @@ from typing import Any
 import numpy as np
 import torch
 
-from camotune.errors import BadInput
+from camotune.errors import BadInput, JobFailed
 from camotune.trainer.config import FIELDS, RUNTIME_FIELDS, TrainConfig, flag, from_dict, to_dict
 
-FORMAT = 1
+# 2: RNG states as tensors and lists, loadable with weights_only=True (1 held NumPy's tuple).
+FORMAT = 2
 
 
 def rng_state() -> dict[str, Any]:
+    """Every RNG's state as tensors, lists and ints (no pickled objects)."""
+    kind, keys, pos, has_gauss, gauss = np.random.get_state()
+    version, internal, gauss_next = random.getstate()
     state = {
         "torch": torch.get_rng_state(),
-        "numpy": np.random.get_state(),
-        "python": random.getstate(),
+        "numpy": {"kind": str(kind), "keys": torch.from_numpy(np.asarray(keys, np.int64)),
+                  "pos": int(pos), "has_gauss": int(has_gauss), "gauss": float(gauss)},
+        "python": {"version": int(version), "internal": list(internal),
+                   "gauss_next": gauss_next},
     }
     if torch.cuda.is_available():
         state["cuda"] = torch.cuda.get_rng_state_all()
@@ -36,18 +47,48 @@ def rng_state() -> dict[str, Any]:
 
 
 def set_rng_state(state: dict[str, Any]) -> None:
+    """Restore the states `rng_state` returned."""
     torch.set_rng_state(state["torch"])
-    np.random.set_state(state["numpy"])
-    random.setstate(state["python"])
+    n = state["numpy"]
+    np.random.set_state((n["kind"], n["keys"].numpy().astype(np.uint32), n["pos"],
+                         n["has_gauss"], n["gauss"]))
+    p = state["python"]
+    random.setstate((p["version"], tuple(p["internal"]), p["gauss_next"]))
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
 def save_atomic(state: dict[str, Any], path: str | os.PathLike) -> None:
+    """Write ``state`` to ``path`` through a temporary file in the same folder and a rename.
+
+    A failed write removes the temporary file; a full disk raises :class:`JobFailed` (reason
+    ``disk_full``), other OS errors JobFailed naming the file.
+    """
     path = Path(path)
     tmp = path.with_name(f".{path.name}.tmp.{os.getpid()}")
-    torch.save(state, tmp)
-    os.replace(tmp, path)
+    try:
+        torch.save(state, tmp)
+        os.replace(tmp, path)
+    except OSError as exc:
+        _cleanup(tmp)
+        if exc.errno == errno.ENOSPC or "No space left" in str(exc):
+            raise JobFailed(f"disk full while writing checkpoint {path} (free space in "
+                            f"{path.parent} and resume from its last.pt)",
+                            reason="disk_full") from None
+        raise JobFailed(f"cannot write checkpoint {path}: {exc.strerror or exc}",
+                        reason="checkpoint_write") from None
+    except BaseException:
+        _cleanup(tmp)
+        raise
+
+
+def _cleanup(tmp: Path) -> None:
+    try:
+        tmp.unlink(missing_ok=True)
+    except OSError as exc:  # the write already failed; say so once rather than hide it
+        import logging
+
+        logging.getLogger(__name__).warning("could not remove %s: %s", tmp, exc)
 
 
 def mark_best(last: str | os.PathLike, best: str | os.PathLike) -> None:
@@ -64,12 +105,21 @@ def mark_best(last: str | os.PathLike, best: str | os.PathLike) -> None:
 
 
 def load(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict[str, Any]:
-    """Read a checkpoint; a missing or unreadable file is BadInput naming it."""
+    """Read a checkpoint with ``weights_only=True`` (no code in the file can run).
+
+    A missing, damaged or foreign file, or one that holds anything beyond tensors, plain
+    containers and primitives (a crafted pickle, or a checkpoint written before format 2), is
+    BadInput naming it.
+    """
     path = Path(path)
     if not path.is_file():
         raise BadInput(f"checkpoint not found: {path}")
     try:
-        state = torch.load(path, map_location=map_location, weights_only=False)
+        state = torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError:
+        raise BadInput(f"cannot read checkpoint {path}: it holds objects other than tensors "
+                       "and plain values (a crafted file, or one written by an older "
+                       "camotune); refused without running it") from None
     except Exception as exc:  # torch raises many types for a damaged file
         raise BadInput(f"cannot read checkpoint {path}: {type(exc).__name__}") from None
     if not isinstance(state, dict) or "config" not in state or "model" not in state:

@@ -61,8 +61,9 @@ def load_model(checkpoint: str | os.PathLike, device: torch.device
     loaded (``"ema"`` when the checkpoint's ``best_weights`` says so, else ``"raw"``).
 
     The backbone is built without pretrained weights (they come from the checkpoint).
-    Checkpoints are pickles: load only files you trust. Raises BadInput for a missing,
-    unreadable or foreign file, or weights that do not fit the stored config.
+    The file is read with ``torch.load(..., weights_only=True)``: a crafted pickle is refused
+    (BadInput) without running. Raises BadInput for a missing, unreadable or foreign file, or
+    weights that do not fit the stored config.
     """
     from camotune.model import build_model
     from camotune.trainer import checkpoint as ckpt
