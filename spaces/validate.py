@@ -13,7 +13,7 @@ import re
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
-from camotune.errors import BadInput
+from camotune.errors import BadInput, clip, excerpt
 from camotune.trainer.config import DEFAULTS, FIELDS, from_dict
 
 from .dist import Dist, is_number
@@ -61,7 +61,7 @@ def normalise(name: str, value: Any) -> Any:
 def unknown_field(name: Any, key: str) -> BadInput:
     hint = difflib.get_close_matches(str(name), list(FIELDS), n=1)
     tip = f" (did you mean {hint[0]}?)" if hint else ""
-    return BadInput(f"{key}: unknown TrainConfig field {name!r}{tip}")
+    return BadInput(f"{key}: unknown TrainConfig field {excerpt(name)}{tip}")
 
 
 def check_config(values: Mapping[str, Any], key: str, *, per_field: bool = False) -> None:
@@ -75,7 +75,7 @@ def check_config(values: Mapping[str, Any], key: str, *, per_field: bool = False
             raise BadInput(msg) from None
         flag = _FLAG.match(msg)
         name = flag.group(1).replace("-", "_") if flag else ""
-        where = f"{key}.{name}" if per_field and name in values else key
+        where = f"{key}.{clip(name)}" if per_field and name in values else key
         raise BadInput(f"{where}: {msg}") from None
 
 
@@ -83,9 +83,9 @@ def validate(space: Space) -> dict[str, Any]:
     """Check ``space``; return its normalised fields (``fixed``, ``params``, ``points``,
     ``design``, ``sweep``) for ``Space`` to store."""
     if not isinstance(space.name, str) or not space.name:
-        raise BadInput(f"name: must be a non-empty string (got {space.name!r})")
+        raise BadInput(f"name: must be a non-empty string (got {excerpt(space.name)})")
     if not isinstance(space.description, str):
-        raise BadInput(f"description: must be a string (got {space.description!r})")
+        raise BadInput(f"description: must be a string (got {excerpt(space.description)})")
     if space.design is not None and space.params:
         raise BadInput("design: give either params or design, not both")
     if space.design is None and not space.params:
@@ -98,7 +98,7 @@ def validate(space: Space) -> dict[str, Any]:
     else:
         out["params"] = _params(space.params, fixed)
     if not isinstance(space.points, (list, tuple)):
-        raise BadInput(f"points: expected a list of mappings (got {space.points!r})")
+        raise BadInput(f"points: expected a list of mappings (got {excerpt(space.points)})")
     if space.points and space.design is not None:
         raise BadInput("points: only with params (a design enumerates its own trials)")
     out["points"] = [check_point(p, out["params"], fixed, f"points[{i}]")
@@ -108,10 +108,10 @@ def validate(space: Space) -> dict[str, Any]:
 
 def _fixed(fixed: Any) -> dict[str, Any]:
     if not isinstance(fixed, Mapping):
-        raise BadInput(f"fixed: expected a mapping of TrainConfig fields (got {fixed!r})")
+        raise BadInput(f"fixed: expected a mapping of TrainConfig fields (got {excerpt(fixed)})")
     for name in fixed:
         if name not in FIELDS:
-            raise unknown_field(name, f"fixed.{name}")
+            raise unknown_field(name, f"fixed.{clip(name)}")
     out = {name: normalise(name, v) for name, v in fixed.items()}
     check_config(out, "fixed", per_field=True)
     return out
@@ -119,13 +119,13 @@ def _fixed(fixed: Any) -> dict[str, Any]:
 
 def _params(params: Any, fixed: dict[str, Any]) -> dict[str, Dist]:
     if not isinstance(params, Mapping):
-        raise BadInput(f"params: expected a mapping of field -> distribution (got {params!r})")
+        raise BadInput(f"params: expected a mapping of field -> distribution (got {excerpt(params)})")
     out = {}
     for name, dist in params.items():
-        key = f"params.{name}"
+        key = f"params.{clip(name)}"
         _searchable(name, key, fixed)
         if not isinstance(dist, Dist):
-            raise BadInput(f"{key}: expected a distribution (got {dist!r})")
+            raise BadInput(f"{key}: expected a distribution (got {excerpt(dist)})")
         dist = _dist_for_field(name, dist, key)
         for value in _values_to_check(dist):
             check_config({**fixed, name: value}, key)
@@ -171,12 +171,12 @@ def _design(design: Any, fixed: dict[str, Any]) -> Any:
     from .design import Design
 
     if not isinstance(design, Design):
-        raise BadInput(f"design: expected a Design (got {design!r})")
+        raise BadInput(f"design: expected a Design (got {excerpt(design)})")
     if "seed" in fixed:
         raise BadInput("fixed.seed: a design sets each repeat's seed (base seed + repeat); "
                        "give the base seed on the sweep's command line")
     for name, pair in design.levels.items():
-        key = f"design.levels.{name}"
+        key = f"design.levels.{clip(name)}"
         if name == "seed":
             raise BadInput(f"{key}: the seed is set by design.repeats, not a factor")
         _searchable(name, key, fixed)
@@ -196,17 +196,17 @@ def check_point(point: Any, params: Mapping[str, Dist], fixed: Mapping[str, Any]
     fields, values must lie in their distributions, and defaults + fixed + point must be a valid
     config. Returns the point normalised (ints -> floats for float fields)."""
     if not isinstance(point, Mapping) or not point:
-        raise BadInput(f"{key}: expected a non-empty mapping of searched fields (got {point!r})")
+        raise BadInput(f"{key}: expected a non-empty mapping of searched fields (got {excerpt(point)})")
     out = {}
     for name, value in point.items():
         if name not in FIELDS:
-            raise unknown_field(name, f"{key}.{name}")
+            raise unknown_field(name, f"{key}.{clip(name)}")
         if name not in params:
-            raise BadInput(f"{key}.{name}: not a searched parameter "
+            raise BadInput(f"{key}.{clip(name)}: not a searched parameter "
                            f"(params: {', '.join(params) or 'none'})")
         value = normalise(name, value)
         if not params[name].contains(value):
-            raise BadInput(f"{key}.{name}: {value!r} lies outside {params[name].describe()}")
+            raise BadInput(f"{key}.{clip(name)}: {excerpt(value)} lies outside {params[name].describe()}")
         out[name] = value
     check_config({**fixed, **out}, key, per_field=True)
     return out
@@ -214,9 +214,9 @@ def check_point(point: Any, params: Mapping[str, Dist], fixed: Mapping[str, Any]
 
 def _sweep(sweep: Any, design: Any, fixed: Mapping[str, Any]) -> dict[str, Any]:
     if not isinstance(sweep, Mapping):
-        raise BadInput(f"sweep: expected a mapping of sweep options (got {sweep!r})")
+        raise BadInput(f"sweep: expected a mapping of sweep options (got {excerpt(sweep)})")
     for name, value in sweep.items():
-        key = f"sweep.{name}"
+        key = f"sweep.{clip(name)}"
         if name not in SWEEP_OPTIONS:
             raise BadInput(f"{key}: unknown sweep option (one of {', '.join(SWEEP_OPTIONS)})")
         if name == "scheduler":
@@ -227,7 +227,7 @@ def _sweep(sweep: Any, design: Any, fixed: Mapping[str, Any]) -> dict[str, Any]:
             low = 2 if name == "reduction_factor" else 1
             ok = is_number(value) and isinstance(value, int) and value >= low
         if not ok:
-            raise BadInput(f"{key}: must be {SWEEP_OPTIONS[name]} (got {value!r})")
+            raise BadInput(f"{key}: must be {SWEEP_OPTIONS[name]} (got {excerpt(value)})")
     if "num_samples" in sweep and design is not None:
         raise BadInput("sweep.num_samples: a design runs all its trials (runs x repeats)")
     epochs = fixed.get("epochs")

@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from camotune.errors import BadInput, JobFailed
+from camotune.errors import BadInput, JobFailed, excerpt
 from camotune.trainer.config import FIELDS, RUNTIME_FIELDS, TrainConfig, flag, from_dict, to_dict
 
 # 2: RNG states as tensors and lists, loadable with weights_only=True (1 held NumPy's tuple).
@@ -143,7 +143,7 @@ def resolve_resume(path: str, given: dict[str, Any]) -> TrainConfig:
             continue
         if getattr(stored, name) != value:
             raise BadInput(
-                f"{flag(name)} {value!r} differs from the checkpoint's {getattr(stored, name)!r}: "
+                f"{flag(name)} {excerpt(value)} differs from the checkpoint's {excerpt(getattr(stored, name))}: "
                 "with --resume-from only run-time flags may change")
     runtime = {k: v for k, v in given.items() if k in RUNTIME_FIELDS}
     return dataclasses.replace(stored, **{**runtime, "resume_from": str(path)})

@@ -17,7 +17,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from camotune.errors import BadInput
+from camotune.errors import BadInput, excerpt
 
 # Settings that change how a run executes but not what it computes (up to `threads` on the
 # CPU): they may differ between a checkpoint and the command that resumes it.
@@ -167,25 +167,25 @@ def flag(name: str) -> str:
 def _validate(c: TrainConfig) -> None:
     def need(ok: bool, name: str, rule: str) -> None:
         if not ok:
-            raise BadInput(f"{flag(name)} {rule} (got {getattr(c, name)!r})")
+            raise BadInput(f"{flag(name)} {rule} (got {excerpt(getattr(c, name))})")
 
     for name, f in FIELDS.items():
         value = getattr(c, name)
         kind = _kind(f)
         if kind is bool and not isinstance(value, bool):
-            raise BadInput(f"{flag(name)} must be true or false (got {value!r})")
+            raise BadInput(f"{flag(name)} must be true or false (got {excerpt(value)})")
         if kind is int and (isinstance(value, bool) or not isinstance(value, int)):
-            raise BadInput(f"{flag(name)} must be an integer (got {value!r})")
+            raise BadInput(f"{flag(name)} must be an integer (got {excerpt(value)})")
         if kind is float:
             if isinstance(value, bool) or not isinstance(value, (int, float)):
-                raise BadInput(f"{flag(name)} must be a number (got {value!r})")
+                raise BadInput(f"{flag(name)} must be a number (got {excerpt(value)})")
             if not math.isfinite(value):
-                raise BadInput(f"{flag(name)} must be finite (got {value!r})")
+                raise BadInput(f"{flag(name)} must be finite (got {excerpt(value)})")
         if kind is str and not isinstance(value, str):
-            raise BadInput(f"{flag(name)} must be a string (got {value!r})")
+            raise BadInput(f"{flag(name)} must be a string (got {excerpt(value)})")
         if "choices" in f.metadata and value not in f.metadata["choices"]:
             allowed = ", ".join(f.metadata["choices"])
-            raise BadInput(f"{flag(name)} must be one of {allowed} (got {value!r})")
+            raise BadInput(f"{flag(name)} must be one of {allowed} (got {excerpt(value)})")
 
     for name in ("batch_size", "accumulation_steps", "epochs", "num_experts", "top_k",
                  "lr_reference_batch", "workers_per_trial", "full_metrics_every"):
@@ -206,7 +206,7 @@ def _validate(c: TrainConfig) -> None:
     need(0.0 <= c.aug_strength <= 2.0, "aug_strength", "must lie in [0, 2]")
     need(c.backbone.strip() != "", "backbone", "must name a timm model")
     if not _is_timm_model(c.backbone):
-        raise BadInput(f"--backbone {c.backbone!r} is not a timm model name "
+        raise BadInput(f"--backbone {excerpt(c.backbone)} is not a timm model name "
                        "(e.g. edgenext_xx_small, edgenext_base)")
 
 
@@ -241,7 +241,7 @@ def add_config_arguments(parser: argparse.ArgumentParser, base: TrainConfig = DE
     for name, f in FIELDS.items():
         kind = _kind(f)
         default = getattr(base, name)
-        help_text = f"{f.metadata['help']} (default: {default!r})"
+        help_text = f"{f.metadata['help']} (default: {excerpt(default)})"
         if kind is bool:
             group.add_argument(flag(name), dest=name, action=argparse.BooleanOptionalAction,
                                default=argparse.SUPPRESS, help=help_text)
@@ -316,16 +316,11 @@ def from_dict(values: Mapping[str, Any], base: TrainConfig = DEFAULTS, *,
 
 
 def load_yaml(path: str) -> TrainConfig:
-    """Read a config written by `save_yaml` (or by hand); bad files raise BadInput."""
-    import yaml
+    """Read a config written by `dump_yaml` (or by hand); bad files (binary, alias bombs,
+    deep nesting, unknown fields, bad values) raise BadInput."""
+    from camotune.yamlfile import read_yaml
 
-    try:
-        with open(path) as fh:
-            data = yaml.safe_load(fh)
-    except OSError as exc:
-        raise BadInput(f"cannot read {path}: {exc.strerror}") from None
-    except yaml.YAMLError as exc:
-        raise BadInput(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from None
+    data = read_yaml(path, plain_floats=False)  # dump_yaml leaves a string "1e5" unquoted
     if not isinstance(data, dict):
         raise BadInput(f"{path}: expected a mapping of TrainConfig fields")
     return from_dict(data, source=path)
