@@ -31,6 +31,15 @@ UNSEARCHABLE = {
                      "like with like; set it in fixed",
 }
 
+# Per-run paths a space must not set (in fixed, params, points or design): the sweep gives each
+# trial its own folder, the dataset is the sweep's own --dataset-path, and a checkpoint to
+# resume from would make every trial load (and trust) a file named by the space's author.
+PER_RUN = {
+    "resume_from": "each trial resumes only from its own checkpoint",
+    "checkpoint_dir": "each trial writes into its own folder of the sweep",
+    "dataset_path": "the dataset is the sweep's --dataset-path flag",
+}
+
 SWEEP_OPTIONS: dict[str, str] = {
     "scheduler": "asha or fifo",
     "collapse_stopper": "true or false",
@@ -112,6 +121,7 @@ def _fixed(fixed: Any) -> dict[str, Any]:
     for name in fixed:
         if name not in FIELDS:
             raise unknown_field(name, f"fixed.{clip(name)}")
+        per_run(name, f"fixed.{name}")
     out = {name: normalise(name, v) for name, v in fixed.items()}
     check_config(out, "fixed", per_field=True)
     return out
@@ -133,9 +143,16 @@ def _params(params: Any, fixed: dict[str, Any]) -> dict[str, Dist]:
     return out
 
 
+def per_run(name: str, key: str) -> None:
+    """Raise BadInput if ``name`` is a per-run path that a space may not set."""
+    if name in PER_RUN:
+        raise BadInput(f"{key}: {name} cannot be set by a space file: {PER_RUN[name]}")
+
+
 def _searchable(name: Any, key: str, fixed: Mapping[str, Any]) -> None:
     if name not in FIELDS:
         raise unknown_field(name, key)
+    per_run(name, key)
     if name in UNSEARCHABLE:
         raise BadInput(f"{key}: {name} cannot be searched: {UNSEARCHABLE[name]}")
     if name in fixed:
@@ -201,6 +218,7 @@ def check_point(point: Any, params: Mapping[str, Dist], fixed: Mapping[str, Any]
     for name, value in point.items():
         if name not in FIELDS:
             raise unknown_field(name, f"{key}.{clip(name)}")
+        per_run(name, f"{key}.{name}")
         if name not in params:
             raise BadInput(f"{key}.{clip(name)}: not a searched parameter "
                            f"(params: {', '.join(params) or 'none'})")
