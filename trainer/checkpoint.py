@@ -11,12 +11,15 @@ leaves the previous ``last.pt`` whole; a failed write (a full disk) removes the 
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import errno
+import logging
 import os
 import pickle
 import random
 import shutil
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +31,8 @@ from camotune.trainer.config import FIELDS, RUNTIME_FIELDS, TrainConfig, flag, f
 
 # 2: RNG states as tensors and lists, loadable with weights_only=True (1 held NumPy's tuple).
 FORMAT = 2
+
+log = logging.getLogger(__name__)
 
 
 def rng_state() -> dict[str, Any]:
@@ -58,6 +63,24 @@ def set_rng_state(state: dict[str, Any]) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
+def prepare_dir(folder: str | os.PathLike) -> Path:
+    """Create ``folder`` (and parents) and prove it writable by creating and removing a probe
+    file. A path that is a file, or a folder that cannot be written, is BadInput naming
+    ``--checkpoint-dir``: checked before any data is read or any step is trained."""
+    folder = Path(folder)
+    if folder.exists() and not folder.is_dir():
+        raise BadInput(f"--checkpoint-dir {folder} is a file, not a folder")
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        probe = folder / f".write-probe.{os.getpid()}"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as exc:
+        raise BadInput(f"--checkpoint-dir {folder} is not writable: "
+                       f"{exc.strerror or exc}") from None
+    return folder
+
+
 def save_atomic(state: dict[str, Any], path: str | os.PathLike) -> None:
     """Write ``state`` to ``path`` through a temporary file in the same folder and a rename.
 
@@ -66,14 +89,36 @@ def save_atomic(state: dict[str, Any], path: str | os.PathLike) -> None:
     """
     path = Path(path)
     tmp = path.with_name(f".{path.name}.tmp.{os.getpid()}")
-    try:
+    with _written(tmp, path):
         torch.save(state, tmp)
         os.replace(tmp, path)
+
+
+def mark_best(last: str | os.PathLike, best: str | os.PathLike) -> None:
+    """Make ``best`` a copy of ``last`` atomically: a hard link where the filesystem allows
+    (no bytes copied; the next ``last.pt`` is a new file, so ``best`` keeps its content).
+    Failures are handled as in `save_atomic`."""
+    last, best = Path(last), Path(best)
+    tmp = best.with_name(f".{best.name}.tmp.{os.getpid()}")
+    with _written(tmp, best):
+        tmp.unlink(missing_ok=True)
+        try:
+            os.link(last, tmp)
+        except OSError:
+            shutil.copyfile(last, tmp)
+        os.replace(tmp, best)
+
+
+@contextlib.contextmanager
+def _written(tmp: Path, path: Path) -> Iterator[None]:
+    """Remove ``tmp`` if the block fails; an OSError becomes one JobFailed line."""
+    try:
+        yield
     except OSError as exc:
         _cleanup(tmp)
-        if exc.errno == errno.ENOSPC or "No space left" in str(exc):
-            raise JobFailed(f"disk full while writing checkpoint {path} (free space in "
-                            f"{path.parent} and resume from its last.pt)",
+        if exc.errno == errno.ENOSPC:
+            raise JobFailed(f"disk full while writing checkpoint {path}: free space in "
+                            f"{path.parent}, then resume from its last.pt",
                             reason="disk_full") from None
         raise JobFailed(f"cannot write checkpoint {path}: {exc.strerror or exc}",
                         reason="checkpoint_write") from None
@@ -85,23 +130,8 @@ def save_atomic(state: dict[str, Any], path: str | os.PathLike) -> None:
 def _cleanup(tmp: Path) -> None:
     try:
         tmp.unlink(missing_ok=True)
-    except OSError as exc:  # the write already failed; say so once rather than hide it
-        import logging
-
-        logging.getLogger(__name__).warning("could not remove %s: %s", tmp, exc)
-
-
-def mark_best(last: str | os.PathLike, best: str | os.PathLike) -> None:
-    """Make ``best`` a copy of ``last`` atomically: a hard link where the filesystem allows
-    (no bytes copied; the next ``last.pt`` is a new file, so ``best`` keeps its content)."""
-    last, best = Path(last), Path(best)
-    tmp = best.with_name(f".{best.name}.tmp.{os.getpid()}")
-    tmp.unlink(missing_ok=True)
-    try:
-        os.link(last, tmp)
-    except OSError:
-        shutil.copyfile(last, tmp)
-    os.replace(tmp, best)
+    except OSError as exc:  # the write already failed; say so rather than hide it
+        log.warning("could not remove %s: %s", tmp, exc)
 
 
 def load(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict[str, Any]:
