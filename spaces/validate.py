@@ -180,7 +180,7 @@ def _values_to_check(dist: Dist) -> list[Any]:
     if dist.type == "int" and dist.high - dist.low < _EXHAUSTIVE_INT_RANGE:
         return list(range(dist.low, dist.high + 1))
     if dist.type == "int":  # too many to try: the ends, and low + 1 to catch "multiple of N"
-        return [dist.low, dist.low + 1, dist.high]
+        return [dist.low, dist.high, dist.low + 1]
     return [dist.low, dist.high]
 
 
