@@ -25,8 +25,9 @@ def excerpt(value: Any, limit: int = EXCERPT_CHARS) -> str:
 
 def clip(value: Any, limit: int = EXCERPT_CHARS) -> str:
     """``str(value)`` bounded to ``limit`` characters: for keys quoted in a message path
-    (``params.<key>``)."""
-    return _cut(str(value), limit)
+    (``params.<key>``); a key with a newline or other control characters is quoted."""
+    text = str(value)
+    return _cut(text if text.isprintable() else repr(text), limit)  # a newline stays "\n"
 
 
 def _cut(text: str, limit: int) -> str:
