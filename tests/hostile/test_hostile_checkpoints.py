@@ -13,13 +13,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from hostile_lib import one_line
 
 from camotune.cli import main
 from camotune.errors import JobFailed
 from camotune.trainer import checkpoint as ckpt
 from camotune.trainer.config import DEFAULTS, to_dict
-
-from hostile_lib import one_line
 
 
 class _RunsCode:

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 import yaml
+from hostile_lib import CORPUS, camotune, one_line
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from hostile_lib import CORPUS, camotune, one_line
 
 from camotune.errors import BadInput
 from camotune.spaces import Space, load_space
