@@ -195,7 +195,15 @@ def make_state(*, cfg: TrainConfig, model, ema, optimizer, schedule, scaler, epo
         "scheduler": schedule.state_dict(),
         "scaler": scaler.state_dict() if scaler is not None else None,
         "rng": rng_state(),
-        "best_val_iou": best_val_iou,
+        "best_val_iou": float(best_val_iou),
         "best_weights": best_weights,
-        "metrics": dict(metrics),
+        "metrics": {str(k): _plain(v) for k, v in metrics.items()},
     }
+
+
+def _plain(value: Any) -> Any:
+    """A NumPy scalar (pysodmetrics returns them) -> the Python scalar: weights_only loading
+    refuses NumPy objects."""
+    if isinstance(value, np.generic):
+        return value.item()
+    return value

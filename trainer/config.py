@@ -274,7 +274,9 @@ def add_config_arguments(parser: argparse.ArgumentParser, base: TrainConfig = DE
     for name, f in FIELDS.items():
         kind = _kind(f)
         default = getattr(base, name)
-        help_text = f"{f.metadata['help']} (default: {excerpt(default)})"
+        bounds = f"; range {_num(LIMITS[name][0])}..{_num(LIMITS[name][1])}" \
+            if name in LIMITS else ""
+        help_text = f"{f.metadata['help']} (default: {default!r}{bounds})"
         if kind is bool:
             group.add_argument(flag(name), dest=name, action=argparse.BooleanOptionalAction,
                                default=argparse.SUPPRESS, help=help_text)

@@ -130,3 +130,20 @@ def test_disk_full_during_training_is_exit_1_in_one_line(
     assert code == 1
     assert "disk full" in err and "Traceback" not in err
     assert not list(out.glob(".*.tmp.*"))
+
+
+def test_a_written_checkpoint_loads_with_weights_only(tmp_path: Path) -> None:
+    # pysodmetrics hands back NumPy scalars; a checkpoint holding them would not load.
+    model = torch.nn.Linear(2, 1)
+    optimizer = torch.optim.AdamW(model.parameters())
+    state = ckpt.make_state(
+        cfg=DEFAULTS, model=model, ema=None, optimizer=optimizer,
+        schedule=torch.optim.lr_scheduler.StepLR(optimizer, 1), scaler=None, epoch=1, stage=1,
+        unfreeze_level=0, best_val_iou=np.float64(0.25), best_weights="raw",
+        metrics={"S_alpha": np.float64(0.5), "epoch": np.int64(3), "val_iou": 0.25})
+    ckpt.save_atomic(state, tmp_path / "last.pt")
+    loaded = ckpt.load(tmp_path / "last.pt")
+    assert loaded["metrics"] == {"S_alpha": 0.5, "epoch": 3, "val_iou": 0.25}
+    before = (np.random.random(), torch.rand(1))
+    ckpt.set_rng_state(loaded["rng"])
+    assert (np.random.random(), torch.rand(1)) == before
