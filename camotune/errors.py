@@ -7,6 +7,32 @@ a diagnose check failed. Both carry a one-line message; the CLI prints it withou
 
 from __future__ import annotations
 
+import reprlib
+from typing import Any
+
+_REPR = reprlib.Repr()  # keyword arguments need Python 3.12
+_REPR.maxlevel, _REPR.maxstring, _REPR.maxother = 3, 60, 60
+_REPR.maxtuple = _REPR.maxlist = _REPR.maxdict = _REPR.maxset = 4
+EXCERPT_CHARS = 80
+
+
+def excerpt(value: Any, limit: int = EXCERPT_CHARS) -> str:
+    """``repr(value)`` bounded to ``limit`` characters (nested containers cut at three levels),
+    for messages that quote what the user gave: a huge or deeply nested value stays one short
+    line and costs no time to format."""
+    return _cut(_REPR.repr(value), limit)
+
+
+def clip(value: Any, limit: int = EXCERPT_CHARS) -> str:
+    """``str(value)`` bounded to ``limit`` characters: for keys quoted in a message path
+    (``params.<key>``); a key with a newline or other control characters is quoted."""
+    text = str(value)
+    return _cut(text if text.isprintable() else repr(text), limit)  # a newline stays "\n"
+
+
+def _cut(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
 
 class BadInput(Exception):
     """Bad input from the user: exit code 2, one line on stderr."""

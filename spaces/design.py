@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from itertools import combinations
 from typing import Any
 
-from camotune.errors import BadInput
+from camotune.errors import BadInput, clip, excerpt
 
 from .dist import is_scalar, same_value
 
@@ -79,24 +79,24 @@ class Design:
     def __post_init__(self) -> None:
         if not isinstance(self.levels, Mapping) or not self.levels:
             raise BadInput("design.levels: needs a mapping of field -> [first, second] "
-                           f"(got {self.levels!r})")
+                           f"(got {excerpt(self.levels)})")
         levels: dict[str, tuple[Any, Any]] = {}
         for name, pair in self.levels.items():
-            key = f"design.levels.{name}"
+            key = f"design.levels.{clip(name)}"
             if not isinstance(pair, (list, tuple)) or len(pair) != 2:
-                raise BadInput(f"{key}: needs exactly 2 levels [first, second] (got {pair!r})")
+                raise BadInput(f"{key}: needs exactly 2 levels [first, second] (got {excerpt(pair)})")
             if not all(is_scalar(v) for v in pair):
                 raise BadInput(f"{key}: levels must be numbers, strings or booleans "
-                               f"(got {list(pair)!r})")
+                               f"(got {excerpt(list(pair))})")
             if same_value(pair[0], pair[1]):
-                raise BadInput(f"{key}: the 2 levels must differ (got {list(pair)!r})")
+                raise BadInput(f"{key}: the 2 levels must differ (got {excerpt(list(pair))})")
             levels[str(name)] = (pair[0], pair[1])
         object.__setattr__(self, "levels", levels)
         k = len(levels)
         for key in ("fraction", "repeats"):
             value = getattr(self, key)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise BadInput(f"design.{key}: must be an integer >= 1 (got {value!r})")
+                raise BadInput(f"design.{key}: must be an integer >= 1 (got {excerpt(value)})")
         if k > MAX_FULL_FACTORS:
             raise BadInput(f"design.levels: at most {MAX_FULL_FACTORS} factors (got {k})")
         if self.fraction != 1 and (k, self._p) not in GENERATORS:
@@ -164,7 +164,7 @@ class Design:
         unknown = [f for f in effect if f not in index]
         if unknown or not effect or len(set(effect)) != len(effect):
             raise BadInput(f"aliases: expected distinct factors of the design "
-                           f"({', '.join(self.factors)}), got {list(effect)!r}")
+                           f"({', '.join(self.factors)}), got {excerpt(list(effect))}")
         target = sum(1 << index[f] for f in effect)
         out = []
         for w in self._relation_masks():
@@ -209,13 +209,13 @@ class Design:
         """Build from the space-file form; unknown keys raise :class:`BadInput`."""
         if not isinstance(spec, Mapping):
             raise BadInput("design: expected a mapping {type: factorial, levels: {...}, "
-                           f"fraction: 1, repeats: 1}} (got {spec!r})")
+                           f"fraction: 1, repeats: 1}} (got {excerpt(spec)})")
         unknown = sorted(set(spec) - {"type", "levels", "fraction", "repeats"})
         if unknown:
             raise BadInput(f"design.{unknown[0]}: unknown key "
                            "(a design has type, levels, fraction, repeats)")
         if spec.get("type", "factorial") != "factorial":
-            raise BadInput(f"design.type: only 'factorial' is offered (got {spec['type']!r})")
+            raise BadInput(f"design.type: only 'factorial' is offered (got {excerpt(spec['type'])})")
         if "levels" not in spec:
             raise BadInput("design.levels: missing")
         return cls(dict(spec["levels"]) if isinstance(spec["levels"], Mapping)

@@ -19,7 +19,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from camotune.errors import BadInput
+from camotune.errors import BadInput, excerpt
 
 DIST_TYPES = ("loguniform", "uniform", "int", "choice")
 _RANGE_TYPES = ("loguniform", "uniform", "int")
@@ -59,7 +59,7 @@ class Dist:
 
     def __post_init__(self) -> None:
         if self.type not in DIST_TYPES:
-            raise BadInput(f"type: unknown distribution {self.type!r} "
+            raise BadInput(f"type: unknown distribution {excerpt(self.type)} "
                            f"(one of {', '.join(DIST_TYPES)})")
         if self.type == "choice":
             self._check_choice()
@@ -71,15 +71,15 @@ class Dist:
             raise BadInput("choice takes values, not low/high")
         values = self.values
         if not isinstance(values, (list, tuple)):
-            raise BadInput(f"values: choice needs a list of values (got {values!r})")
+            raise BadInput(f"values: choice needs a list of values (got {excerpt(values)})")
         if not values:
             raise BadInput("values: choice needs at least one value (got [])")
         for v in values:
             if not is_scalar(v) or (isinstance(v, float) and not math.isfinite(v)):
-                raise BadInput(f"values: {v!r} is not a number, string or boolean")
+                raise BadInput(f"values: {excerpt(v)} is not a number, string or boolean")
         for i, v in enumerate(values):
             if any(same_value(v, w) for w in values[:i]):
-                raise BadInput(f"values: {v!r} is listed twice")
+                raise BadInput(f"values: {excerpt(v)} is listed twice")
         object.__setattr__(self, "values", tuple(values))
 
     def _check_range(self) -> None:
@@ -91,13 +91,13 @@ class Dist:
                 raise BadInput(f"{key}: {self.type} needs low and high")
             if self.type == "int":
                 if isinstance(value, bool) or not isinstance(value, int):
-                    raise BadInput(f"{key}: must be an integer for type int (got {value!r})")
+                    raise BadInput(f"{key}: must be an integer for type int (got {excerpt(value)})")
             elif not is_number(value):
-                raise BadInput(f"{key}: must be a finite number (got {value!r})")
+                raise BadInput(f"{key}: must be a finite number (got {excerpt(value)})")
         if self.low >= self.high:
-            raise BadInput(f"low must be < high (got low={self.low!r}, high={self.high!r})")
+            raise BadInput(f"low must be < high (got low={excerpt(self.low)}, high={excerpt(self.high)})")
         if self.type == "loguniform" and self.low <= 0:
-            raise BadInput(f"low: loguniform needs low > 0 (got {self.low!r})")
+            raise BadInput(f"low: loguniform needs low > 0 (got {excerpt(self.low)})")
 
     # -- queries -------------------------------------------------------------------------
     def contains(self, value: Any) -> bool:
@@ -113,7 +113,7 @@ class Dist:
         """Short human form: ``loguniform[1e-05, 0.003]``, ``choice[2, 4, 8]``."""
         if self.type == "choice":
             return "choice[" + ", ".join(repr(v) for v in self.values) + "]"
-        return f"{self.type}[{self.low!r}, {self.high!r}]"
+        return f"{self.type}[{excerpt(self.low)}, {excerpt(self.high)}]"
 
     # -- conversion ------------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
@@ -127,7 +127,7 @@ class Dist:
         """Build from the space-file form; unknown or missing keys raise :class:`BadInput`."""
         if not isinstance(spec, Mapping):
             raise BadInput("expected a mapping such as {type: loguniform, low: 1.0e-5, "
-                           f"high: 1.0e-3}} (got {spec!r})")
+                           f"high: 1.0e-3}} (got {excerpt(spec)})")
         unknown = sorted(set(spec) - {"type", "low", "high", "values"})
         if unknown:
             raise BadInput(f"{unknown[0]}: unknown key (a distribution has type, low, high, "
@@ -136,7 +136,7 @@ class Dist:
             raise BadInput(f"type: missing (one of {', '.join(DIST_TYPES)})")
         kind = spec["type"]
         if not isinstance(kind, str) or kind not in DIST_TYPES:
-            raise BadInput(f"type: unknown distribution {kind!r} (one of {', '.join(DIST_TYPES)})")
+            raise BadInput(f"type: unknown distribution {excerpt(kind)} (one of {', '.join(DIST_TYPES)})")
         if kind == "choice" and "values" not in spec:
             raise BadInput("values: missing (choice needs a list of values)")
         return cls(kind, spec.get("low"), spec.get("high"), spec.get("values"))

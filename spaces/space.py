@@ -41,7 +41,7 @@ from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from camotune.errors import BadInput
+from camotune.errors import BadInput, clip, excerpt
 
 from .design import Design
 from .dist import Dist
@@ -84,7 +84,7 @@ class Space:
 
     @property
     def _where(self) -> str:
-        return self.origin or f"space {self.name!r}"
+        return self.origin or f"space {excerpt(self.name)}"
 
     # -- what is searched ------------------------------------------------------------------------
     @property
@@ -106,7 +106,7 @@ class Space:
         r``: all runs of repeat 0 in standard order, then repeat 1, ... ``[]`` for a params
         space."""
         if isinstance(base_seed, bool) or not isinstance(base_seed, int) or base_seed < 0:
-            raise BadInput(f"{self._where}: base seed must be an integer >= 0 (got {base_seed!r})")
+            raise BadInput(f"{self._where}: base seed must be an integer >= 0 (got {excerpt(base_seed)})")
         if self.design is None:
             return []
         runs = self.design.runs()
@@ -158,7 +158,7 @@ class Space:
                            f"design (got {got})")
         for key in data:
             if key not in TOP_KEYS:
-                raise BadInput(f"{source}: {key}: unknown top-level key "
+                raise BadInput(f"{source}: {clip(key)}: unknown top-level key "
                                f"(one of {', '.join(TOP_KEYS)})")
         name = data.get("name") or name
         if not name:
@@ -166,13 +166,13 @@ class Space:
         params = data.get("params") or {}
         if not isinstance(params, Mapping):
             raise BadInput(f"{source}: params: expected a mapping of field -> distribution "
-                           f"(got {params!r})")
+                           f"(got {excerpt(params)})")
         dists = {}
         for field_name, spec in params.items():
             try:
                 dists[field_name] = Dist.from_dict(spec)
             except BadInput as exc:
-                raise BadInput(f"{source}: params.{field_name}: {exc}") from None
+                raise BadInput(f"{source}: params.{clip(field_name)}: {exc}") from None
         design = None
         if data.get("design") is not None:
             try:
@@ -223,7 +223,7 @@ def load_space(name_or_path: str) -> Space:
     elif Path(text).suffix in (".yaml", ".yml") or "/" in text or Path(text).exists():
         path = text
     else:
-        raise BadInput(f"space {text!r} is neither a preset ({', '.join(list_presets())}) "
+        raise BadInput(f"space {excerpt(text)} is neither a preset ({', '.join(list_presets())}) "
                        "nor a file")
     space = Space.from_dict(read_yaml(path), source=path, name=Path(path).stem)
     log.debug("space=%s origin=%s searched=%s", space.name, path, ",".join(space.searched))
@@ -236,7 +236,7 @@ def load_points(path: str, space: Space) -> list[dict[str, Any]]:
     config). Returns the points in file order; errors name the file and the entry (``[2].lr``)."""
     data = read_yaml(path)
     if space.design is not None:
-        raise BadInput(f"{path}: points need a space with params; space {space.name!r} is a "
+        raise BadInput(f"{path}: points need a space with params; space {excerpt(space.name)} is a "
                        "design, which enumerates its own trials")
     if not isinstance(data, list) or not data:
         raise BadInput(f"{path}: expected a non-empty YAML list of mappings, one per point "

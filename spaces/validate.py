@@ -13,7 +13,7 @@ import re
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
-from camotune.errors import BadInput
+from camotune.errors import BadInput, clip, excerpt
 from camotune.trainer.config import DEFAULTS, FIELDS, from_dict
 
 from .dist import Dist
@@ -30,6 +30,15 @@ UNSEARCHABLE = {
               "set it in fixed",
     "stage1_epochs": "the stage layout must be the same in every trial so that rungs compare "
                      "like with like; set it in fixed",
+}
+
+# Per-run paths a space must not set (in fixed, params, points or design): the sweep gives each
+# trial its own folder, the dataset is the sweep's own --dataset-path, and a checkpoint to
+# resume from would make every trial load (and trust) a file named by the space's author.
+PER_RUN = {
+    "resume_from": "each trial resumes only from its own checkpoint",
+    "checkpoint_dir": "each trial writes into its own folder of the sweep",
+    "dataset_path": "the dataset is the sweep's --dataset-path flag",
 }
 
 _FLAG = re.compile(r"^--([a-z0-9-]+) ")
@@ -53,7 +62,7 @@ def normalise(name: str, value: Any) -> Any:
 def unknown_field(name: Any, key: str) -> BadInput:
     hint = difflib.get_close_matches(str(name), list(FIELDS), n=1)
     tip = f" (did you mean {hint[0]}?)" if hint else ""
-    return BadInput(f"{key}: unknown TrainConfig field {name!r}{tip}")
+    return BadInput(f"{key}: unknown TrainConfig field {excerpt(name)}{tip}")
 
 
 def check_config(values: Mapping[str, Any], key: str, *, per_field: bool = False) -> None:
@@ -67,7 +76,7 @@ def check_config(values: Mapping[str, Any], key: str, *, per_field: bool = False
             raise BadInput(msg) from None
         flag = _FLAG.match(msg)
         name = flag.group(1).replace("-", "_") if flag else ""
-        where = f"{key}.{name}" if per_field and name in values else key
+        where = f"{key}.{clip(name)}" if per_field and name in values else key
         raise BadInput(f"{where}: {msg}") from None
 
 
@@ -75,9 +84,9 @@ def validate(space: Space) -> dict[str, Any]:
     """Check ``space``; return its normalised fields (``fixed``, ``params``, ``points``,
     ``design``, ``sweep``) for ``Space`` to store."""
     if not isinstance(space.name, str) or not space.name:
-        raise BadInput(f"name: must be a non-empty string (got {space.name!r})")
+        raise BadInput(f"name: must be a non-empty string (got {excerpt(space.name)})")
     if not isinstance(space.description, str):
-        raise BadInput(f"description: must be a string (got {space.description!r})")
+        raise BadInput(f"description: must be a string (got {excerpt(space.description)})")
     if space.design is not None and space.params:
         raise BadInput("design: give either params or design, not both")
     if space.design is None and not space.params:
@@ -91,7 +100,7 @@ def validate(space: Space) -> dict[str, Any]:
     else:
         out["params"] = _params(space.params, fixed)
     if not isinstance(space.points, (list, tuple)):
-        raise BadInput(f"points: expected a list of mappings (got {space.points!r})")
+        raise BadInput(f"points: expected a list of mappings (got {excerpt(space.points)})")
     if space.points and space.design is not None:
         raise BadInput("points: only with params (a design enumerates its own trials)")
     out["points"] = [check_point(p, out["params"], fixed, f"points[{i}]")
@@ -101,10 +110,11 @@ def validate(space: Space) -> dict[str, Any]:
 
 def _fixed(fixed: Any) -> dict[str, Any]:
     if not isinstance(fixed, Mapping):
-        raise BadInput(f"fixed: expected a mapping of TrainConfig fields (got {fixed!r})")
+        raise BadInput(f"fixed: expected a mapping of TrainConfig fields (got {excerpt(fixed)})")
     for name in fixed:
         if name not in FIELDS:
-            raise unknown_field(name, f"fixed.{name}")
+            raise unknown_field(name, f"fixed.{clip(name)}")
+        per_run(name, f"fixed.{name}")
     out = {name: normalise(name, v) for name, v in fixed.items()}
     check_config(out, "fixed", per_field=True)
     return out
@@ -112,13 +122,13 @@ def _fixed(fixed: Any) -> dict[str, Any]:
 
 def _params(params: Any, fixed: dict[str, Any]) -> dict[str, Dist]:
     if not isinstance(params, Mapping):
-        raise BadInput(f"params: expected a mapping of field -> distribution (got {params!r})")
+        raise BadInput(f"params: expected a mapping of field -> distribution (got {excerpt(params)})")
     out = {}
     for name, dist in params.items():
-        key = f"params.{name}"
+        key = f"params.{clip(name)}"
         _searchable(name, key, fixed)
         if not isinstance(dist, Dist):
-            raise BadInput(f"{key}: expected a distribution (got {dist!r})")
+            raise BadInput(f"{key}: expected a distribution (got {excerpt(dist)})")
         dist = _dist_for_field(name, dist, key)
         for value in _values_to_check(dist):
             check_config({**fixed, name: value}, key)
@@ -126,9 +136,16 @@ def _params(params: Any, fixed: dict[str, Any]) -> dict[str, Dist]:
     return out
 
 
+def per_run(name: str, key: str) -> None:
+    """Raise BadInput if ``name`` is a per-run path that a space may not set."""
+    if name in PER_RUN:
+        raise BadInput(f"{key}: {name} cannot be set by a space file: {PER_RUN[name]}")
+
+
 def _searchable(name: Any, key: str, fixed: Mapping[str, Any]) -> None:
     if name not in FIELDS:
         raise unknown_field(name, key)
+    per_run(name, key)
     if name in UNSEARCHABLE:
         raise BadInput(f"{key}: {name} cannot be searched: {UNSEARCHABLE[name]}")
     if name in fixed:
@@ -156,7 +173,7 @@ def _values_to_check(dist: Dist) -> list[Any]:
     if dist.type == "int" and dist.high - dist.low < _EXHAUSTIVE_INT_RANGE:
         return list(range(dist.low, dist.high + 1))
     if dist.type == "int":  # too many to try: the ends, and low + 1 to catch "multiple of N"
-        return [dist.low, dist.low + 1, dist.high]
+        return [dist.low, dist.high, dist.low + 1]
     return [dist.low, dist.high]
 
 
@@ -164,12 +181,12 @@ def _design(design: Any, fixed: dict[str, Any]) -> Any:
     from .design import Design
 
     if not isinstance(design, Design):
-        raise BadInput(f"design: expected a Design (got {design!r})")
+        raise BadInput(f"design: expected a Design (got {excerpt(design)})")
     if "seed" in fixed:
         raise BadInput("fixed.seed: a design sets each repeat's seed (base seed + repeat); "
                        "give the base seed on the sweep's command line")
     for name, pair in design.levels.items():
-        key = f"design.levels.{name}"
+        key = f"design.levels.{clip(name)}"
         if name == "seed":
             raise BadInput(f"{key}: the seed is set by design.repeats, not a factor")
         _searchable(name, key, fixed)
@@ -189,17 +206,18 @@ def check_point(point: Any, params: Mapping[str, Dist], fixed: Mapping[str, Any]
     fields, values must lie in their distributions, and defaults + fixed + point must be a valid
     config. Returns the point normalised (ints -> floats for float fields)."""
     if not isinstance(point, Mapping) or not point:
-        raise BadInput(f"{key}: expected a non-empty mapping of searched fields (got {point!r})")
+        raise BadInput(f"{key}: expected a non-empty mapping of searched fields (got {excerpt(point)})")
     out = {}
     for name, value in point.items():
         if name not in FIELDS:
-            raise unknown_field(name, f"{key}.{name}")
+            raise unknown_field(name, f"{key}.{clip(name)}")
+        per_run(name, f"{key}.{name}")
         if name not in params:
-            raise BadInput(f"{key}.{name}: not a searched parameter "
+            raise BadInput(f"{key}.{clip(name)}: not a searched parameter "
                            f"(params: {', '.join(params) or 'none'})")
         value = normalise(name, value)
         if not params[name].contains(value):
-            raise BadInput(f"{key}.{name}: {value!r} lies outside {params[name].describe()}")
+            raise BadInput(f"{key}.{clip(name)}: {excerpt(value)} lies outside {params[name].describe()}")
         out[name] = value
     check_config({**fixed, **out}, key, per_field=True)
     return out

@@ -13,8 +13,15 @@ os.environ.setdefault("TQDM_DISABLE", "1")
 import numpy as np
 import pytest
 import torch
+from hypothesis import settings
 
 torch.set_num_threads(1)
+
+# Property tests run the same examples every time (a fixed seed), so they cannot pass or fail
+# by chance; a failure prints the blob that reproduces it. Loaded always, not only in CI.
+settings.register_profile("ci", derandomize=True, deadline=None, max_examples=100,
+                          print_blob=True)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
 SMALL_BACKBONE = "edgenext_xx_small"
 

@@ -7,8 +7,11 @@ the format version, so touching, replacing or renaming any file gives a new entr
 
 Resizing: images with PIL's bilinear filter, which averages over the source footprint when it
 shrinks (area-like, no aliasing; JPEGs are first decoded at the smallest DCT scale still >= S).
-Masks are binarised at > 128 at full size, resized with the same filter and thresholded again
-at half coverage, which keeps thin parts better than nearest-neighbour sampling.
+Masks are read by `camotune.trainer.masks` (grey, or alpha for an otherwise blank mask with an
+alpha channel), binarised at > 128 at full size, resized with the same filter and thresholded
+again at half coverage, which keeps thin parts better than nearest-neighbour sampling. Masks
+left empty (no object pixel) are counted in ``meta.json`` and reported with one warning each
+time the split is loaded.
 
 Writing is atomic: an entry is built in a temporary folder beside it and renamed into place,
 under an ``fcntl`` lock per key, so concurrent trials on one node build it once and a reader
@@ -39,7 +42,7 @@ from camotune.trainer.data import Sample
 
 log = logging.getLogger(__name__)
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: masks with the object only in alpha read from alpha; empty count
 _PROGRESS_MIN = 64  # show a progress bar from this many images on
 
 
@@ -93,6 +96,7 @@ def load_split(
                 _build(entry, samples, img_size)
                 arrays = _open_entry(entry, len(samples), img_size)
     assert arrays is not None, f"cache entry {entry} unreadable right after it was built"
+    _warn_empty(entry, samples)
     log.info("cache %s n=%d img_size=%d seconds=%.2f entry=%s", outcome, len(samples),
              img_size, time.perf_counter() - t0, entry)
     return arrays
@@ -141,12 +145,28 @@ def _build(entry: Path, samples: Sequence[Sample], size: int) -> None:
     os.chmod(tmp, 0o755)  # mkdtemp makes it private; the entry is readable like its folder
     try:
         _decode_all(tmp, samples, size)
+        masks = np.load(tmp / "masks.npy", mmap_mode="r")
+        empty = [s.name for s, m in zip(samples, masks, strict=True) if not m.any()]
         meta = {"format": FORMAT_VERSION, "n": len(samples), "img_size": size,
-                "names": [s.name for s in samples]}
+                "names": [s.name for s in samples], "empty_masks": empty}
+        del masks
         (tmp / "meta.json").write_text(json.dumps(meta))
         os.replace(tmp, entry)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _warn_empty(entry: Path, samples: Sequence[Sample]) -> None:
+    """One warning for a split whose masks are empty (no object pixel), with a count."""
+    try:
+        empty = json.loads((entry / "meta.json").read_text()).get("empty_masks", [])
+    except (OSError, ValueError):
+        return  # the entry was just opened; a race with a rebuild only loses the warning
+    if empty:
+        folder = Path(samples[0].mask).parent
+        log.warning("%d of %d masks in %s are empty (no object pixel), e.g. %s: they train "
+                    "and score as background; check the mask files", len(empty), len(samples),
+                    folder, ", ".join(empty[:3]))
 
 
 def _decode_all(folder: Path, samples: Sequence[Sample], size: int) -> None:
@@ -172,24 +192,27 @@ def _decode_all(folder: Path, samples: Sequence[Sample], size: int) -> None:
 
 
 def decode_pair(sample: Sample, size: int) -> tuple[np.ndarray, np.ndarray]:
-    """One sample resized to ``size``: (uint8 S x S x 3 RGB, uint8 S x S in {0, 1}).
+    """One sample resized to ``size``: (uint8 S x S x 3 RGB, uint8 S x S in {0, 1}); the mask
+    read by `camotune.trainer.masks.mask_image`.
 
     Raises BadInput for an unreadable image or mask, or a mask of another size than its image.
     """
     from PIL import Image, UnidentifiedImageError
 
-    def load(path: Path, mode: str, draft: bool) -> tuple[Image.Image, tuple[int, int]]:
+    from camotune.trainer.masks import mask_image
+
+    def load(path: Path, mode: str | None, draft: bool) -> tuple[Image.Image, tuple[int, int]]:
         try:
             with Image.open(path) as im:
                 full = im.size
                 if draft:
                     im.draft("RGB", (size, size))  # JPEG: decode at a reduced DCT scale
-                return im.convert(mode), full
+                return (mask_image(im) if mode is None else im.convert(mode)), full
         except (OSError, UnidentifiedImageError, ValueError, SyntaxError) as exc:
             raise BadInput(f"{path}: unreadable or corrupt image ({exc})") from None
 
     image, image_size = load(sample.image, "RGB", draft=True)
-    mask, mask_size = load(sample.mask, "L", draft=False)
+    mask, mask_size = load(sample.mask, None, draft=False)  # None: a mask
     if mask_size != image_size:
         raise BadInput(f"{sample.mask}: mask is {mask_size[0]}x{mask_size[1]} but its image "
                        f"{sample.image.name} is {image_size[0]}x{image_size[1]}")

@@ -17,7 +17,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from camotune.errors import BadInput
+from camotune.errors import BadInput, excerpt
 
 # Settings that change how a run executes but not what it computes (up to `threads` on the
 # CPU): they may differ between a checkpoint and the command that resumes it.
@@ -164,40 +164,69 @@ def flag(name: str) -> str:
     return "--" + name.replace("_", "-")
 
 
+# Inclusive [low, high] of each numeric field, checked before anything runs: beyond the field's
+# own rule (>= 0, >= 1), an upper end that no real run reaches, so NaN-free but absurd values
+# (a batch of 1e12, an LR of 1e300, an image of 3,200,000 px) are refused up front. Fields with
+# a rule of their own (val_fraction, ema_decay, aug_strength) are checked below.
+LIMITS: dict[str, tuple[float, float]] = {
+    "batch_size": (1, 4096),
+    "stage2_batch_size": (0, 4096),
+    "accumulation_steps": (1, 4096),
+    "lr_reference_batch": (1, 1_048_576),
+    "img_size": (32, 4096),
+    "epochs": (1, 100_000),
+    "stage1_epochs": (0, 100_000),
+    "warmup_steps": (0, 100_000_000),
+    "num_experts": (1, 256),
+    "top_k": (1, 256),
+    "num_workers": (0, 1024),
+    "threads": (0, 4096),
+    "seed": (0, 2**32 - 1),  # NumPy's seed range
+    "workers_per_trial": (1, 4096),
+    "full_metrics_every": (1, 100_000),
+    "lr": (0, 10.0),  # and > 0, below
+    "stage2_lr": (0, 10.0),
+    "min_lr": (0, 10.0),
+    "weight_decay": (0, 100.0),
+    "backbone_lr_scale": (0, 100.0),
+    "grad_clip": (0, 1e6),
+    "deep_supervision_weight": (0, 1000.0),
+    "bce_weight": (0, 1000.0),
+    "iou_weight": (0, 1000.0),
+    "edge_weight": (0, 1000.0),
+    "aux_weight": (0, 1000.0),
+}
+
+
 def _validate(c: TrainConfig) -> None:
     def need(ok: bool, name: str, rule: str) -> None:
         if not ok:
-            raise BadInput(f"{flag(name)} {rule} (got {getattr(c, name)!r})")
+            raise BadInput(f"{flag(name)} {rule} (got {excerpt(getattr(c, name))})")
 
     for name, f in FIELDS.items():
         value = getattr(c, name)
         kind = _kind(f)
         if kind is bool and not isinstance(value, bool):
-            raise BadInput(f"{flag(name)} must be true or false (got {value!r})")
+            raise BadInput(f"{flag(name)} must be true or false (got {excerpt(value)})")
         if kind is int and (isinstance(value, bool) or not isinstance(value, int)):
-            raise BadInput(f"{flag(name)} must be an integer (got {value!r})")
+            raise BadInput(f"{flag(name)} must be an integer (got {excerpt(value)})")
         if kind is float:
             if isinstance(value, bool) or not isinstance(value, (int, float)):
-                raise BadInput(f"{flag(name)} must be a number (got {value!r})")
+                raise BadInput(f"{flag(name)} must be a number (got {excerpt(value)})")
             if not math.isfinite(value):
-                raise BadInput(f"{flag(name)} must be finite (got {value!r})")
+                raise BadInput(f"{flag(name)} must be finite (got {excerpt(value)})")
         if kind is str and not isinstance(value, str):
-            raise BadInput(f"{flag(name)} must be a string (got {value!r})")
+            raise BadInput(f"{flag(name)} must be a string (got {excerpt(value)})")
         if "choices" in f.metadata and value not in f.metadata["choices"]:
             allowed = ", ".join(f.metadata["choices"])
-            raise BadInput(f"{flag(name)} must be one of {allowed} (got {value!r})")
+            raise BadInput(f"{flag(name)} must be one of {allowed} (got {excerpt(value)})")
 
-    for name in ("batch_size", "accumulation_steps", "epochs", "num_experts", "top_k",
-                 "lr_reference_batch", "workers_per_trial", "full_metrics_every"):
-        need(getattr(c, name) >= 1, name, "must be >= 1")
-    for name in ("stage2_batch_size", "stage1_epochs", "warmup_steps", "num_workers", "threads",
-                 "seed"):
-        need(getattr(c, name) >= 0, name, "must be >= 0")
-    for name in ("stage2_lr", "min_lr", "weight_decay", "backbone_lr_scale", "grad_clip",
-                 "deep_supervision_weight", "bce_weight", "iou_weight", "edge_weight",
-                 "aux_weight"):
-        need(getattr(c, name) >= 0, name, "must be >= 0")
     need(c.lr > 0, "lr", "must be > 0")
+    for name, (low, high) in LIMITS.items():
+        value = getattr(c, name)
+        if not low <= value <= high:
+            raise BadInput(f"{flag(name)} must lie in [{_num(low)}, {_num(high)}] "
+                           f"(got {excerpt(value)})")
     need(c.stage1_epochs <= c.epochs, "stage1_epochs", f"must be <= --epochs ({c.epochs})")
     need(c.top_k <= c.num_experts, "top_k", f"must be <= --num-experts ({c.num_experts})")
     need(c.img_size >= 32 and c.img_size % 32 == 0, "img_size", "must be a multiple of 32")
@@ -206,8 +235,12 @@ def _validate(c: TrainConfig) -> None:
     need(0.0 <= c.aug_strength <= 2.0, "aug_strength", "must lie in [0, 2]")
     need(c.backbone.strip() != "", "backbone", "must name a timm model")
     if not _is_timm_model(c.backbone):
-        raise BadInput(f"--backbone {c.backbone!r} is not a timm model name "
+        raise BadInput(f"--backbone {excerpt(c.backbone)} is not a timm model name "
                        "(e.g. edgenext_xx_small, edgenext_base)")
+
+
+def _num(x: float) -> str:
+    return str(x) if isinstance(x, int) else f"{x:g}"
 
 
 # Seeded with the EdgeNeXt names, known without importing timm (a second or more): configs are
@@ -241,7 +274,9 @@ def add_config_arguments(parser: argparse.ArgumentParser, base: TrainConfig = DE
     for name, f in FIELDS.items():
         kind = _kind(f)
         default = getattr(base, name)
-        help_text = f"{f.metadata['help']} (default: {default!r})"
+        bounds = f"; range {_num(LIMITS[name][0])}..{_num(LIMITS[name][1])}" \
+            if name in LIMITS else ""
+        help_text = f"{f.metadata['help']} (default: {default!r}{bounds})"
         if kind is bool:
             group.add_argument(flag(name), dest=name, action=argparse.BooleanOptionalAction,
                                default=argparse.SUPPRESS, help=help_text)
@@ -279,7 +314,9 @@ def from_argv(argv: Sequence[str], base: TrainConfig = DEFAULTS) -> TrainConfig:
 
 
 def to_argv(cfg: TrainConfig, *, minimal: bool = False, keep: Iterable[str] = ()) -> list[str]:
-    """Flags that rebuild ``cfg`` with `from_argv` (floats written with ``repr``).
+    """Flags that rebuild ``cfg`` with `from_argv` (floats written with ``repr``; a value
+    that begins with ``-`` is attached as ``--dataset-path=-data``, so argparse reads it back;
+    a value of exactly ``--`` is the one that argparse drops).
 
     With ``minimal``, fields equal to their default are left out, except those in ``keep``.
     """
@@ -291,8 +328,10 @@ def to_argv(cfg: TrainConfig, *, minimal: bool = False, keep: Iterable[str] = ()
             continue
         if _kind(f) is bool:
             argv.append(flag(name) if value else "--no-" + name.replace("_", "-"))
-        else:
-            argv += [flag(name), repr(float(value)) if _kind(f) is float else str(value)]
+            continue
+        text = repr(float(value)) if _kind(f) is float else str(value)
+        # argparse takes a separate "-data" for a flag of its own: attach it with "=".
+        argv += [f"{flag(name)}={text}"] if text.startswith("-") else [flag(name), text]
     return argv
 
 
@@ -316,16 +355,11 @@ def from_dict(values: Mapping[str, Any], base: TrainConfig = DEFAULTS, *,
 
 
 def load_yaml(path: str) -> TrainConfig:
-    """Read a config written by `save_yaml` (or by hand); bad files raise BadInput."""
-    import yaml
+    """Read a config written by `dump_yaml` (or by hand); bad files (binary, alias bombs,
+    deep nesting, unknown fields, bad values) raise BadInput."""
+    from camotune.yamlfile import read_yaml
 
-    try:
-        with open(path) as fh:
-            data = yaml.safe_load(fh)
-    except OSError as exc:
-        raise BadInput(f"cannot read {path}: {exc.strerror}") from None
-    except yaml.YAMLError as exc:
-        raise BadInput(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from None
+    data = read_yaml(path, plain_floats=False)  # dump_yaml leaves a string "1e5" unquoted
     if not isinstance(data, dict):
         raise BadInput(f"{path}: expected a mapping of TrainConfig fields")
     return from_dict(data, source=path)

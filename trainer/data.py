@@ -185,8 +185,19 @@ def read_image(path: str | Path) -> np.ndarray:
 
 
 def read_mask(path: str | Path) -> np.ndarray:
-    """Mask as uint8 H x W with values {0, 1}: grey level > 128 is the object."""
-    return (_open(Path(path), "L") > 128).astype(np.uint8)
+    """Mask as uint8 H x W with values {0, 1}: grey level > 128 is the object (an object drawn
+    only in the alpha channel of an otherwise blank mask is read from alpha; see
+    `camotune.trainer.masks`)."""
+    from PIL import Image, UnidentifiedImageError
+
+    from camotune.trainer.masks import OBJECT_LEVEL, mask_levels
+
+    path = Path(path)
+    try:
+        with Image.open(path) as im:
+            return (mask_levels(im) > OBJECT_LEVEL).astype(np.uint8)
+    except (OSError, UnidentifiedImageError, ValueError, SyntaxError) as exc:
+        raise BadInput(f"{path}: unreadable or corrupt image ({exc})") from None
 
 
 # -- batches on the training device ---------------------------------------------------------

@@ -61,8 +61,9 @@ def load_model(checkpoint: str | os.PathLike, device: torch.device
     loaded (``"ema"`` when the checkpoint's ``best_weights`` says so, else ``"raw"``).
 
     The backbone is built without pretrained weights (they come from the checkpoint).
-    Checkpoints are pickles: load only files you trust. Raises BadInput for a missing,
-    unreadable or foreign file, or weights that do not fit the stored config.
+    The file is read with ``torch.load(..., weights_only=True)``: a crafted pickle is refused
+    (BadInput) without running. Raises BadInput for a missing, unreadable or foreign file, or
+    weights that do not fit the stored config.
     """
     from camotune.model import build_model
     from camotune.trainer import checkpoint as ckpt
@@ -141,14 +142,16 @@ def predict(model: torch.nn.Module, samples: Sequence[Sample], *, img_size: int,
 
 def _score_chunk(items: list[tuple[np.ndarray, str]]) -> SODMetrics:
     """Worker-process unit: read each original mask and score its prediction. The mask is
-    passed to pysodmetrics as its grey levels (> 128 is the object, the rule `read_mask`
-    applies too), so a worker imports neither torch nor the data module."""
+    passed to pysodmetrics as its grey levels (`masks.mask_levels`; > 128 is the object, the
+    rule `read_mask` applies too), so a worker imports neither torch nor the data module."""
     from PIL import Image
+
+    from camotune.trainer.masks import mask_levels
 
     metrics = SODMetrics()
     for pred, mask_path in items:
         with Image.open(mask_path) as im:
-            metrics.step(pred, np.asarray(im.convert("L")))
+            metrics.step(pred, mask_levels(im))
     return metrics
 
 

@@ -99,6 +99,8 @@ def fit(cfg: TrainConfig, *, report: Report | None = None, overwrite: bool = Fal
     if main and not cfg.resume_from and not overwrite and (out_dir / "last.pt").exists():
         raise BadInput(f"--checkpoint-dir {out_dir} already holds a run: resume it with "
                        f"--resume-from {out_dir / 'last.pt'} or choose another folder")
+    if main:
+        ckpt.prepare_dir(out_dir)  # a file or a read-only folder fails here, before the data
     state = ckpt.load(cfg.resume_from) if cfg.resume_from else None
     if cfg.threads > 0:
         torch.set_num_threads(cfg.threads)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import shlex
 
 import pytest
 from hypothesis import given, settings
@@ -76,7 +77,9 @@ def _values():
     # Valid configs: each field drawn from values the validator accepts.
     epochs = st.integers(1, 500)
     return st.fixed_dictionaries({
-        "dataset_path": st.text(min_size=0, max_size=20),
+        "dataset_path": _paths(),
+        "checkpoint_dir": _paths(),
+        "resume_from": _paths(),
         "batch_size": st.integers(1, 64),
         "stage2_batch_size": st.integers(0, 64),
         "accumulation_steps": st.integers(1, 16),
@@ -98,13 +101,31 @@ def _values():
     })
 
 
-@settings(max_examples=150, deadline=None)
+def _paths():
+    # Any text, and on purpose what argparse would take for a flag: "-data", "--x", "-1".
+    # A value of exactly "--" is the one argparse (3.11) drops even when attached with "=".
+    dashed = st.text(max_size=12).map(lambda t: "-" + t)
+    awkward = st.sampled_from(["-data", "--data", "-", "---", "-1", "--lr", "a b", "'q\"", "a=b"])
+    return st.one_of(st.text(max_size=20), dashed, awkward).filter(lambda t: t != "--")
+
+
+@settings(max_examples=150, deadline=None)  # with the fixed profile of tests/conftest.py
 @given(values=_values(), stage1=st.floats(0, 1))
 def test_argv_round_trip_is_exact(values: dict, stage1: float) -> None:
     values["stage1_epochs"] = int(stage1 * values["epochs"])
     cfg = TrainConfig(**values)
     assert from_argv(to_argv(cfg)) == cfg
     assert from_argv(to_argv(cfg, minimal=True)) == cfg
+    # command.txt is shlex.join of the argv: the shell's split gives the same argv back.
+    line = shlex.join(["camotune", "train", *to_argv(cfg, minimal=True)])
+    assert from_argv(shlex.split(line)[2:]) == cfg
+
+
+def test_dashed_path_is_attached_with_equals() -> None:
+    cfg = dataclasses.replace(DEFAULTS, dataset_path="-data", checkpoint_dir="--out")
+    argv = to_argv(cfg, minimal=True)
+    assert "--dataset-path=-data" in argv and "--checkpoint-dir=--out" in argv
+    assert from_argv(argv) == cfg
 
 
 @pytest.mark.parametrize(("argv", "named"), [

@@ -118,7 +118,7 @@ def test_one_row_per_test_set_matching_a_direct_computation(dataset: Path,
 
 def test_ema_weights_are_used_when_the_checkpoint_says_so(tmp_path: Path,
                                                           checkpoint: Path) -> None:
-    state = torch.load(checkpoint, weights_only=False)
+    state = torch.load(checkpoint, weights_only=True)
     ema = {k: v + 1.0 if v.is_floating_point() else v for k, v in state["model"].items()}
     state.update(ema=ema, best_weights="ema")
     path = tmp_path / "ema.pt"
