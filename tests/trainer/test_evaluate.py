@@ -79,20 +79,22 @@ def test_predictions_are_resized_to_the_original_ground_truth(dataset: Path,
                for n in ("cod0", "cod1")]
     out = list(predict(model, samples, img_size=cfg.img_size, device=torch.device("cpu"),
                        batch_size=2))
-    assert [s.name for s, _ in out] == ["cod0", "cod1"]
+    assert [s.name for s, *_ in out] == ["cod0", "cod1"]
     assert out[0][1].shape == ODD and out[1][1].shape == (50, 64)
-    assert all(p.dtype == np.uint8 for _, p in out)
-    # the same map as a hand-made forward pass, resized with bilinear interpolation
+    assert all(p.dtype == np.uint8 and fg.dtype == bool for _, p, fg in out)
+    # the same map as a hand-made forward pass, the logits resized with bilinear interpolation
     from camotune.trainer.cache import decode_pair
     from camotune.trainer.data import normalize_batch
 
     image, _ = decode_pair(samples[0], cfg.img_size)
     with torch.no_grad():
         logits = model(normalize_batch(torch.from_numpy(image.copy())[None])).logits
-    expected = torch.nn.functional.interpolate(torch.sigmoid(logits), size=ODD,
-                                               mode="bilinear", align_corners=False)
-    expected = (expected[0, 0] * 255).round().to(torch.uint8).numpy()
+    resized = torch.nn.functional.interpolate(logits, size=ODD, mode="bilinear",
+                                              align_corners=False)
+    expected = (torch.sigmoid(resized)[0, 0] * 255).round().to(torch.uint8).numpy()
     assert np.abs(out[0][1].astype(int) - expected.astype(int)).max() <= 1
+    mismatched = out[0][2] != (resized[0, 0] > 0).numpy()
+    assert mismatched.mean() < 0.01  # a pixel whose logit is ~0 may fall either way
 
 
 def test_one_row_per_test_set_matching_a_direct_computation(dataset: Path,
@@ -107,9 +109,9 @@ def test_one_row_per_test_set_matching_a_direct_computation(dataset: Path,
     samples = [Sample(dataset / f"TestDataset/CAMO/Imgs/camo{i}.png",
                       dataset / f"TestDataset/CAMO/GT/camo{i}.png", f"camo{i}") for i in (0, 1)]
     ref = SODMetrics()
-    for sample, pred in predict(model, samples, img_size=cfg.img_size,
-                                device=torch.device("cpu")):
-        ref.step(pred, read_mask(sample.mask))
+    for sample, pred, fg in predict(model, samples, img_size=cfg.img_size,
+                                    device=torch.device("cpu")):
+        ref.step(pred, read_mask(sample.mask), fg=fg)
     row = table.set_index("dataset").loc["CAMO"]
     for key, value in ref.results().items():
         assert row[key] == pytest.approx(value, abs=1e-12), key

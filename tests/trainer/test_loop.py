@@ -44,7 +44,10 @@ def test_two_stages_write_every_file_and_column(synth_dataset: Path, tmp_path: P
     for key in METRIC_KEYS:  # the last epoch computes everything
         assert last[key] is not None and math.isfinite(last[key]), key
     assert history[0]["val_sm"] is None  # full metrics only every 2 epochs and at the last
-    assert last["val_iou"] == max(last["val_iou_raw"], last["val_iou_ema"])
+    assert last["val_iou"] == last["val_iou_raw"]  # --objective raw, the default
+    assert last["val_fg_ratio"] == last["val_fg_ratio_raw"]
+    steps = cfg.optimizer_steps_per_epoch(22, 1) + cfg.optimizer_steps_per_epoch(22, 2)
+    assert last["optimizer_steps"] == steps and last["images_seen"] == 2 * 22
     assert [r["epoch"] for r in rows] == [1, 2] and rows[-1]["val_iou"] == last["val_iou"]
     assert result.best_val_iou == max(r["val_iou"] for r in history)
     state = load(out / "best.pt")
