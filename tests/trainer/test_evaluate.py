@@ -191,3 +191,33 @@ def test_metric_processes_give_the_same_table(dataset: Path, checkpoint: Path) -
     inline = evaluate_checkpoint(checkpoint, dataset, device="cpu", workers=0)
     pooled = evaluate_checkpoint(checkpoint, dataset, device="cpu", workers=2)
     pd.testing.assert_frame_equal(inline, pooled)
+
+
+@pytest.mark.slow
+def test_val_split_reproduces_the_training_history(synth_dataset: Path, tmp_path: Path) -> None:
+    """`evaluate --split val` scores the checkpoint's weights as training validated them: the
+    same seeded hold-out, masks at the same --eval-size (here not the training size), the
+    same IoU definition."""
+    from camotune.trainer.history import read_history
+    from camotune.trainer.loop import fit
+
+    out = tmp_path / "run"
+    cfg = TrainConfig(dataset_path=str(synth_dataset), checkpoint_dir=str(out),
+                      backbone="edgenext_xx_small", pretrained=False, img_size=64,
+                      eval_size=80, epochs=2, stage1_epochs=1, batch_size=4,
+                      accumulation_steps=2, num_workers=0, threads=1, lr=2e-3,
+                      full_metrics_every=2, seed=3, val_fraction=0.25)
+    fit(cfg)
+    history = {r["epoch"]: r for r in read_history(out / "history.csv")}
+    for name in ("last.pt", "best.pt"):
+        epoch = torch.load(out / name, weights_only=False)["epoch"]
+        row = history[epoch]
+        table = evaluate_checkpoint(out / name, synth_dataset, split="val", device="cpu",
+                                    workers=0, batch_size=5)
+        got = table.iloc[0]
+        assert got["images"] == 6  # 0.25 x 24
+        assert got["iou"] == pytest.approx(row["val_iou_raw"], abs=1e-6), name
+        assert got["dice"] == pytest.approx(row["val_dice"], abs=1e-6), name
+        if row["val_sm"] is not None:  # the full-metrics epochs (uint8 maps on both sides)
+            assert got["sm"] == pytest.approx(row["val_sm"], abs=1e-3)
+            assert got["mae"] == pytest.approx(row["val_mae"], abs=1e-3)
