@@ -22,7 +22,8 @@ from camotune.errors import BadInput, excerpt
 # Settings that change how a run executes but not what it computes (up to `threads` on the
 # CPU): they may differ between a checkpoint and the command that resumes it.
 RUNTIME_FIELDS = frozenset(
-    {"num_workers", "device", "threads", "checkpoint_dir", "resume_from", "cache_dir"}
+    {"num_workers", "device", "threads", "checkpoint_dir", "resume_from", "cache_dir",
+     "checkpoint_every"}
 )
 
 
@@ -64,6 +65,10 @@ class TrainConfig:
     stage2_batch_size: int = _f(0, "images per micro-batch in stage 2 (0 = --batch-size)")
     accumulation_steps: int = _f(4, "micro-batches accumulated per optimizer step")
     img_size: int = _f(384, "training image side in pixels (a multiple of 32)")
+    eval_size: int = _f(
+        384, "validation mask side in pixels: val IoU/Dice/S/E/F/MAE and fg ratios are scored "
+        "against masks at this size whatever --img-size (logits resized bilinearly to it)"
+    )
     progressive_unfreeze: bool = _f(
         False, "unfreeze backbone stages from the deepest at thirds of stage 2"
     )
@@ -77,6 +82,10 @@ class TrainConfig:
     lr_reference_batch: int = _f(8, "effective batch at which --lr is given (with --lr-scaling)")
     weight_decay: float = _f(0.01, "AdamW weight decay")
     warmup_steps: int = _f(0, "linear LR warmup, in optimizer steps")
+    warmup_fraction: float = _f(
+        0.0, "linear LR warmup as a fraction (0..0.5) of the run's total optimizer steps "
+        "(both stages); not together with a non-zero --warmup-steps"
+    )
     scheduler: str = _f("cosine", "LR schedule after warmup", choices=("cosine", "constant"))
     min_lr: float = _f(1e-6, "final LR of the cosine schedule (scaled per param group)")
     grad_clip: float = _f(1.0, "clip the accumulated gradient's norm (0 = off)")
@@ -84,6 +93,11 @@ class TrainConfig:
     use_ema: bool = _f(False, "keep an exponential moving average of the weights")
     ema_decay: float = _f(0.9999, "target EMA decay per optimizer step")
     ema_warmup: bool = _f(True, "grow the EMA decay towards its target (timm ModelEmaV3 style)")
+    objective: str = _f(
+        "raw", "which weights' IoU is val_iou (ranking, best.pt): raw, ema, or best (the higher "
+        "of the two each epoch); without --use-ema, ema and best mean raw",
+        choices=("raw", "ema", "best"),
+    )
     # -- execution -------------------------------------------------------------------------
     amp: str = _f("auto", "mixed precision (auto: bf16 or fp16 on a GPU, off on the CPU)",
                   choices=("auto", "bf16", "fp16", "off"))
@@ -93,6 +107,10 @@ class TrainConfig:
     seed: int = _f(42, "random seed (data order, augmentation, initialisation)")
     workers_per_trial: int = _f(1, "data-parallel (DDP) workers for this run")
     full_metrics_every: int = _f(5, "compute S/E/weighted-F/MAE every N epochs and at the last")
+    checkpoint_every: int = _f(
+        1, "write last.pt every N epochs, and always at the end of stage 1 and at the last "
+        "epoch (a resume replays up to N-1 epochs)"
+    )
     resume_from: str = _f("", "continue from this checkpoint (its config is used)")
 
     def __post_init__(self) -> None:
@@ -145,6 +163,13 @@ class TrainConfig:
         s2 = self.stage2_epochs * self.optimizer_steps_per_epoch(n_train, 2)
         return {None: s1 + s2, 1: s1, 2: s2}[stage]
 
+    def warmup_steps_for(self, n_train: int) -> int:
+        """LR warmup in optimizer steps: ``--warmup-steps``, or ``--warmup-fraction`` of the
+        whole run's optimizer steps (rounded, at least 1 when the fraction is above 0)."""
+        if self.warmup_fraction <= 0:
+            return self.warmup_steps
+        return max(1, round(self.warmup_fraction * self.optimizer_steps(n_train)))
+
 
 def scale_lr(lr: float, effective_batch: int, reference_batch: int, rule: str) -> float:
     """LR for ``effective_batch`` given ``lr`` at ``reference_batch`` under ``rule``."""
@@ -184,6 +209,8 @@ LIMITS: dict[str, tuple[float, float]] = {
     "seed": (0, 2**32 - 1),  # NumPy's seed range
     "workers_per_trial": (1, 4096),
     "full_metrics_every": (1, 100_000),
+    "checkpoint_every": (1, 100_000),
+    "eval_size": (16, 4096),
     "lr": (0, 10.0),  # and > 0, below
     "stage2_lr": (0, 10.0),
     "min_lr": (0, 10.0),
@@ -230,6 +257,10 @@ def _validate(c: TrainConfig) -> None:
     need(c.stage1_epochs <= c.epochs, "stage1_epochs", f"must be <= --epochs ({c.epochs})")
     need(c.top_k <= c.num_experts, "top_k", f"must be <= --num-experts ({c.num_experts})")
     need(c.img_size >= 32 and c.img_size % 32 == 0, "img_size", "must be a multiple of 32")
+    need(0.0 <= c.warmup_fraction <= 0.5, "warmup_fraction", "must lie in [0, 0.5]")
+    if c.warmup_fraction > 0 and c.warmup_steps > 0:
+        raise BadInput(f"--warmup-fraction {c.warmup_fraction!r} and --warmup-steps "
+                       f"{c.warmup_steps} both set: give one of them")
     need(0.0 < c.val_fraction < 1.0, "val_fraction", "must lie strictly between 0 and 1")
     need(0.0 <= c.ema_decay < 1.0, "ema_decay", "must lie in [0, 1)")
     need(0.0 <= c.aug_strength <= 2.0, "aug_strength", "must lie in [0, 2]")

@@ -2,14 +2,19 @@
 
 Protocol (as PySODEvalToolkit and the COD papers): the image is resized to the training side
 ``img_size`` exactly as in training (through the decode-once cache), the model predicts, the
-sigmoid probability map is resized (bilinear) to the ground truth's *original* size and
-stored as uint8 0..255, and pysodmetrics scores it against the original mask (see
-`camotune.trainer.metrics.SODMetrics`). Inference runs in this process; the numpy metrics run
-in a pool of worker processes, fed in chunks while the model predicts the next batch.
+logits are resized (bilinear) to the ground truth's *original* size, their sigmoid is stored
+as uint8 0..255 for pysodmetrics, and sigmoid > 0.5 is the foreground that ``iou``/``dice``
+score (per image, averaged: the definition training uses; see
+`camotune.trainer.metrics.SODMetrics`, which also gives the library's min-max normalised
+``iou_minmax``/``dice_minmax``). Inference runs in this process; the numpy metrics run in a
+pool of worker processes, fed in chunks while the model predicts the next batch.
 
 The table has one row per test set the dataset layout holds (COD10K, CAMO, CHAMELEON, NC4K,
-then any other), or one row ``val`` for ``--split val`` (the checkpoint's own validation
-hold-out of the training images, for completeness: never a substitute for the test sets).
+then any other), or one row ``val`` for ``--split val``: the checkpoint's own validation
+hold-out of the training images (the same seeded split), scored as training scores it,
+against its masks at the checkpoint's ``--eval-size``, so ``iou``/``dice`` reproduce the
+history's ``val_iou_raw``/``val_dice`` of the same weights. Never a substitute for the test
+sets.
 """
 
 from __future__ import annotations
@@ -44,7 +49,7 @@ COLUMNS = ("dataset", "images", *SOD_KEYS)
 HEADERS = {"dataset": "Dataset", "images": "Images", "sm": "S_alpha", "em_mean": "E_phi mean",
            "em_max": "E_phi max", "em_adp": "E_phi adp", "wfm": "F_beta^w",
            "fm_mean": "F_beta mean", "fm_max": "F_beta max", "mae": "MAE", "iou": "IoU",
-           "dice": "Dice"}
+           "dice": "Dice", "iou_minmax": "IoU minmax", "dice_minmax": "Dice minmax"}
 CHUNK = 8  # images per unit of work sent to a metrics process
 
 
@@ -110,18 +115,24 @@ def _original_size(path: Path) -> tuple[int, int]:
 
 def predict(model: torch.nn.Module, samples: Sequence[Sample], *, img_size: int,
             device: torch.device, amp_dtype: torch.dtype | None = None, batch_size: int = 8,
-            cache_dir: str | os.PathLike | None = None) -> Iterator[tuple[Sample, np.ndarray]]:
-    """``(sample, prediction)`` in ``samples`` order; the prediction is the sigmoid map
-    resized (bilinear, align_corners=False) to the original size of ``sample.mask``, as uint8
-    H x W 0..255. Images go through the training cache at ``img_size``."""
+            cache_dir: str | os.PathLike | None = None, gt_size: int | None = None
+            ) -> Iterator[tuple[Sample, np.ndarray, np.ndarray]]:
+    """``(sample, prediction, foreground)`` in ``samples`` order. The logits are resized
+    (bilinear, align_corners=False) to the original size of ``sample.mask``, or to
+    ``gt_size`` x ``gt_size`` when given; the prediction is their sigmoid as uint8 H x W
+    0..255, the foreground their sigmoid > 0.5 (bool H x W). Images go through the training
+    cache at ``img_size``."""
     import torch
-    import torch.nn.functional as F
 
     from camotune.trainer.data import normalize_batch
     from camotune.trainer.loaders import eval_loader
+    from camotune.trainer.metrics import resize_logits
     from camotune.trainer.step import autocast
 
-    sizes = [_original_size(s.mask) for s in samples]
+    if gt_size:
+        sizes = [(gt_size, gt_size)] * len(samples)
+    else:
+        sizes = [_original_size(s.mask) for s in samples]
     loader = eval_loader(samples, img_size, batch_size, cache_dir=cache_dir)
     start = 0
     for images, _ in loader:
@@ -130,39 +141,51 @@ def predict(model: torch.nn.Module, samples: Sequence[Sample], *, img_size: int,
         with torch.inference_mode():
             with autocast(device, amp_dtype):
                 logits = model(normalize_batch(images.to(device))).logits
-            probs = torch.sigmoid(logits.float())
+            logits = logits.float()
             preds = []
-            for i in range(probs.shape[0]):
-                p = F.interpolate(probs[i : i + 1], size=sizes[start + i], mode="bilinear",
-                                  align_corners=False)
-                preds.append((p[0, 0] * 255).round_().to(torch.uint8).cpu().numpy())
-        yield from zip(samples[start : start + len(preds)], preds, strict=True)
+            for i in range(logits.shape[0]):
+                lg = resize_logits(logits[i : i + 1], sizes[start + i])[0, 0]
+                prob = (torch.sigmoid(lg) * 255).round_().to(torch.uint8).cpu().numpy()
+                preds.append((prob, (lg > 0).cpu().numpy()))
+        for sample, (prob, fg) in zip(samples[start : start + len(preds)], preds, strict=True):
+            yield sample, prob, fg
         start += len(preds)
 
 
-def _score_chunk(items: list[tuple[np.ndarray, str]]) -> SODMetrics:
-    """Worker-process unit: read each original mask and score its prediction. The mask is
-    passed to pysodmetrics as its grey levels (`masks.mask_levels`; > 128 is the object, the
-    rule `read_mask` applies too), so a worker imports neither torch nor the data module."""
+def _score_chunk(items: list[tuple[np.ndarray, np.ndarray, str | np.ndarray]]) -> SODMetrics:
+    """Worker-process unit: score each (prediction, foreground, ground truth); the ground
+    truth is a mask file (read as its grey levels: > 128 is the object, the rule `read_mask`
+    applies too) or a {0, 1} array. A worker imports neither torch nor the data module."""
     from PIL import Image
 
     from camotune.trainer.masks import mask_levels
 
     metrics = SODMetrics()
-    for pred, mask_path in items:
-        with Image.open(mask_path) as im:
-            metrics.step(pred, mask_levels(im))
+    for pred, fg, gt in items:
+        if isinstance(gt, str):
+            with Image.open(gt) as im:
+                gt = mask_levels(im)
+        metrics.step(pred, gt, fg=fg)
     return metrics
 
 
 def score_samples(model: torch.nn.Module, samples: Sequence[Sample], *, name: str,
                   img_size: int, device: torch.device, amp_dtype: torch.dtype | None = None,
                   batch_size: int = 8, pool: Executor | None = None, max_pending: int = 4,
-                  cache_dir: str | os.PathLike | None = None) -> dict[str, float]:
+                  cache_dir: str | os.PathLike | None = None,
+                  eval_size: int | None = None) -> dict[str, float]:
     """`SODMetrics.results` of ``model`` on ``samples``. ``pool``: where the metrics run
     (None = in this process); at most ``max_pending`` chunks wait for it, which bounds the
-    predictions held in memory. The progress bar counts scored images."""
+    predictions held in memory. ``eval_size``: score against the masks decoded at that side
+    through the cache, as training validation does (None = the original mask files, the
+    published protocol). The progress bar counts scored images."""
     from tqdm import tqdm
+
+    gts: Sequence[Any] = [str(s.mask) for s in samples]
+    if eval_size:
+        from camotune.trainer.cache import load_split
+
+        _, gts = load_split(samples, eval_size, cache_dir)
 
     total = SODMetrics()
     pending: deque[Future] = deque()
@@ -172,7 +195,7 @@ def score_samples(model: torch.nn.Module, samples: Sequence[Sample], *, name: st
         total.merge(part)
         bar.update(part.images)
 
-    def submit(chunk: list[tuple[np.ndarray, str]]) -> None:
+    def submit(chunk: list[tuple[np.ndarray, np.ndarray, Any]]) -> None:
         if pool is None:
             absorb(_score_chunk(chunk))
             return
@@ -180,12 +203,13 @@ def score_samples(model: torch.nn.Module, samples: Sequence[Sample], *, name: st
         while len(pending) > max_pending:
             absorb(pending.popleft().result())
 
-    chunk: list[tuple[np.ndarray, str]] = []
+    chunk: list[tuple[np.ndarray, np.ndarray, Any]] = []
     with bar:
-        for sample, pred in predict(model, samples, img_size=img_size, device=device,
-                                    amp_dtype=amp_dtype, batch_size=batch_size,
-                                    cache_dir=cache_dir):
-            chunk.append((pred, str(sample.mask)))
+        for i, (_, pred, fg) in enumerate(predict(
+                model, samples, img_size=img_size, device=device, amp_dtype=amp_dtype,
+                batch_size=batch_size, cache_dir=cache_dir, gt_size=eval_size)):
+            gt = gts[i] if isinstance(gts[i], str) else np.array(gts[i])
+            chunk.append((pred, fg, gt))
             if len(chunk) == CHUNK:
                 submit(chunk)
                 chunk = []
@@ -264,7 +288,8 @@ def evaluate_checkpoint(checkpoint: str | os.PathLike, dataset_path: str | os.Pa
         for name, samples in sets.items():
             r = score_samples(model, samples, name=name, img_size=cfg.img_size, device=dev,
                               amp_dtype=amp_dtype, batch_size=batch_size, pool=pool,
-                              max_pending=2 * workers, cache_dir=cache_dir)
+                              max_pending=2 * workers, cache_dir=cache_dir,
+                              eval_size=cfg.eval_size if split == "val" else None)
             rows.append({"dataset": name, **r})
             log.info("dataset=%s %s", name,
                      " ".join(f"{k}={r[k]:.4f}" for k in SOD_KEYS))
@@ -288,7 +313,9 @@ def evaluate_parser() -> Any:
     p.add_argument("--checkpoint", required=True, help="a best.pt or last.pt")
     p.add_argument("--dataset-path", required=True, help="dataset root (any supported layout)")
     p.add_argument("--split", choices=("test", "val"), default="test",
-                   help="the test sets, or the checkpoint's validation hold-out (default test)")
+                   help="the test sets (masks at their original size), or the checkpoint's "
+                        "validation hold-out scored as in training, against masks at its "
+                        "--eval-size (default test)")
     p.add_argument("--output", default="",
                    help="CSV file (default: eval_<split>.csv next to the checkpoint)")
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")

@@ -16,9 +16,10 @@ from typing import Any
 METRIC_KEYS: tuple[str, ...] = (
     "epoch", "stage", "train_loss", "val_loss", "val_iou", "val_iou_raw", "val_iou_ema",
     "val_dice", "val_mae", "val_sm", "val_em", "val_wfm", "val_fg_ratio", "gt_fg_ratio", "lr",
-    "grad_norm", "best_val_iou", "epoch_time_s", "imgs_per_s",
+    "grad_norm", "best_val_iou", "epoch_time_s", "imgs_per_s", "val_fg_ratio_raw",
+    "optimizer_steps", "images_seen",
 )
-INT_KEYS = frozenset({"epoch", "stage"})
+INT_KEYS = frozenset({"epoch", "stage", "optimizer_steps", "images_seen"})
 
 
 def _cell(value: Any) -> str:

@@ -11,6 +11,9 @@ global RNG — so a run resumed at epoch k sees exactly the data it would have s
   out a loader per epoch: ``train_loader(epoch, batch_size)``, ``val_loader(batch_size)``.
   Batches are ``(uint8 B x S x S x 3, uint8 B x S x S)`` tensors (masks in {0, 1}); use
   `camotune.trainer.data.normalize_batch` / `masks_to_float` on the training device.
+  ``val_eval_loader(batch_size)`` adds the validation masks at the evaluation size E
+  (``--eval-size``, cached once like the training images): ``(images S, masks S, masks E)``,
+  so validation scores every trial against the same ground truth whatever its image size.
 """
 
 from __future__ import annotations
@@ -140,6 +143,28 @@ class CachedDataset(Dataset):
         self.__dict__.update(state)
 
 
+class ValidationDataset(Dataset):
+    """Validation items ``(i, seed)`` -> (uint8 S x S x 3 image, uint8 S x S mask, uint8 E x E
+    mask): the image and mask at the training side S, and the mask at the evaluation side E
+    (the same array when E = S). Never augmented; ``seed`` is ignored."""
+
+    def __init__(self, images: np.memmap, masks: np.memmap, rows: Sequence[int],
+                 eval_masks: np.memmap, eval_rows: Sequence[int]) -> None:
+        self.images, self.masks, self.eval_masks = images, masks, eval_masks
+        self.rows = np.asarray(rows, dtype=np.int64)
+        self.eval_rows = np.asarray(eval_rows, dtype=np.int64)
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __getitem__(self, item: tuple[int, int]) -> tuple[torch.Tensor, ...]:
+        i, _ = item
+        row, eval_row = self.rows[i], self.eval_rows[i]
+        return (torch.from_numpy(np.array(self.images[row])),
+                torch.from_numpy(np.array(self.masks[row])),
+                torch.from_numpy(np.array(self.eval_masks[eval_row])))
+
+
 def _worker_init(_: int) -> None:
     # OpenCV (albumentations) would start a thread pool per worker: one thread each is enough.
     import cv2
@@ -163,36 +188,45 @@ class DataModule:
 
     Attributes: ``n_train``, ``n_val``, ``train_samples``, ``val_samples`` (sorted by name,
     the order of `val_loader`'s batches), ``train_images_per_epoch`` (this rank's, padding
-    included).
+    included), ``eval_size`` (the side of the validation masks the metrics use; ``eval_size``
+    None means ``img_size``).
     """
 
     def __init__(self, dataset_path: str | Path, *, img_size: int, val_fraction: float,
                  num_workers: int = 0, seed: int = 0, aug_strength: float = 1.0,
                  cache_dir: str | Path | None = None, rank: int = 0, world_size: int = 1,
-                 pin_memory: bool = False) -> None:
+                 pin_memory: bool = False, eval_size: int | None = None) -> None:
         samples = find_train(dataset_path)
         self.train_samples, self.val_samples = split_train_val(samples, val_fraction)
         images, masks = load_split(samples, img_size, cache_dir)
         index = {s.name: i for i, s in enumerate(samples)}
+        val_rows = [index[s.name] for s in self.val_samples]
         self.train_set = CachedDataset(images, masks, [index[s.name] for s in self.train_samples],
                                        aug_strength=aug_strength)
-        self.val_set = CachedDataset(images, masks, [index[s.name] for s in self.val_samples])
+        self.val_set = CachedDataset(images, masks, val_rows)
+        self.eval_size = eval_size or img_size
+        if self.eval_size == img_size:
+            eval_masks, eval_rows = masks, val_rows
+        else:  # the validation samples once more, at the evaluation size (its own cache entry)
+            _, eval_masks = load_split(self.val_samples, self.eval_size, cache_dir)
+            eval_rows = list(range(len(self.val_samples)))
+        self.val_eval_set = ValidationDataset(images, masks, val_rows, eval_masks, eval_rows)
         self.img_size, self.seed = img_size, seed
         self.num_workers, self.rank, self.world_size = num_workers, rank, world_size
         self.pin_memory = pin_memory and torch.cuda.is_available()
         self._train: DataLoader | None = None
-        log.info("data n_train=%d n_val=%d img_size=%d aug_strength=%s", self.n_train,
-                 self.n_val, img_size, aug_strength)
+        log.info("data n_train=%d n_val=%d img_size=%d eval_size=%d aug_strength=%s",
+                 self.n_train, self.n_val, img_size, self.eval_size, aug_strength)
 
     @classmethod
     def from_config(cls, cfg: Any, *, rank: int = 0, world_size: int = 1,
                     pin_memory: bool = False) -> DataModule:
-        """The data of a `TrainConfig`: its dataset_path, img_size, val_fraction, num_workers,
-        seed, aug_strength and cache_dir ("" = default)."""
+        """The data of a `TrainConfig`: its dataset_path, img_size, eval_size, val_fraction,
+        num_workers, seed, aug_strength and cache_dir ("" = default)."""
         return cls(cfg.dataset_path, img_size=cfg.img_size, val_fraction=cfg.val_fraction,
                    num_workers=cfg.num_workers, seed=cfg.seed, aug_strength=cfg.aug_strength,
                    cache_dir=cfg.cache_dir or None, rank=rank, world_size=world_size,
-                   pin_memory=pin_memory)
+                   pin_memory=pin_memory, eval_size=cfg.eval_size)
 
     @property
     def train_images_per_epoch(self) -> int:
@@ -227,6 +261,14 @@ class DataModule:
         sampler = EpochSampler(self.n_val, seed=self.seed, epoch=0, shuffle=False,
                                rank=self.rank, world_size=self.world_size, pad=False)
         return self._loader(self.val_set, sampler, batch_size, 0)
+
+    def val_eval_loader(self, batch_size: int) -> DataLoader:
+        """As `val_loader`, each batch ``(uint8 images B x S x S x 3, uint8 masks B x S x S,
+        uint8 masks B x E x E)``: the masks at the training side (for the loss) and at
+        `eval_size` (for the metrics)."""
+        sampler = EpochSampler(self.n_val, seed=self.seed, epoch=0, shuffle=False,
+                               rank=self.rank, world_size=self.world_size, pad=False)
+        return self._loader(self.val_eval_set, sampler, batch_size, 0)
 
     def _loader(self, dataset: Dataset, sampler: EpochSampler, batch_size: int,
                 workers: int) -> DataLoader:

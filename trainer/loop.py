@@ -5,8 +5,11 @@ frozen; stage 2 trains everything, the backbone at ``--backbone-lr-scale`` of th
 optionally unfreezing it from the deepest stage at thirds of stage 2. The CLI and the Ray
 trainable both call `fit`; Ray never appears here: the caller passes ``report``.
 
-Every epoch: validation (both raw and EMA weights when EMA is on), one row in history.csv,
-an atomic last.pt, best.pt when ``val_iou`` improves, then ``report(row)``.
+Every epoch: validation (both raw and EMA weights when EMA is on; ``val_iou`` is the IoU of
+the weights ``--objective`` names), one row in history.csv, best.pt when ``val_iou`` improves,
+last.pt at checkpoint epochs (`checkpoint_due`), then ``report(row)``. Checkpoint files are
+written in a background thread (`CheckpointWriter`), joined before the next write and before
+`fit` returns or raises.
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ import logging
 import math
 import shlex
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -28,11 +31,12 @@ import torch.distributed as dist
 from camotune.errors import BadInput, JobFailed
 from camotune.model import UNFREEZE_LEVELS, build_model
 from camotune.trainer import checkpoint as ckpt
+from camotune.trainer.checkpoint_writer import CheckpointWriter
 from camotune.trainer.config import TrainConfig, dump_yaml, to_argv
 from camotune.trainer.history import HistoryWriter, read_history
 from camotune.trainer.optim import StepSchedule, param_groups
 from camotune.trainer.step import GradientAccumulator, StepStats, resolve_amp, resolve_device
-from camotune.trainer.validate import Batches, device_batches, validate_weights
+from camotune.trainer.validate import Batches, device_batches, objective_weights, validate_weights
 
 log = logging.getLogger(__name__)
 
@@ -56,6 +60,13 @@ def unfreeze_level(cfg: TrainConfig, epoch: int) -> int:
         return UNFREEZE_LEVELS
     j = epoch - cfg.stage1_epochs - 1
     return min(UNFREEZE_LEVELS, 1 + (j * UNFREEZE_LEVELS) // cfg.stage2_epochs)
+
+
+def checkpoint_due(cfg: TrainConfig, epoch: int, milestones: Collection[int] = ()) -> bool:
+    """Whether ``epoch`` (1-based) writes last.pt: every ``--checkpoint-every`` epochs, at the
+    last epoch of stage 1, at the last epoch, and at every epoch in ``milestones``."""
+    return (epoch % cfg.checkpoint_every == 0 or epoch == cfg.stage1_epochs
+            or epoch == cfg.epochs or epoch in milestones)
 
 
 def train_command(cfg: TrainConfig) -> str:
@@ -82,8 +93,13 @@ def _is_oom(exc: BaseException) -> bool:
         "out of memory" in text or "can't allocate memory" in text)
 
 
-def fit(cfg: TrainConfig, *, report: Report | None = None, overwrite: bool = False) -> FitResult:
+def fit(cfg: TrainConfig, *, report: Report | None = None, overwrite: bool = False,
+        checkpoint_epochs: Collection[int] = frozenset()) -> FitResult:
     """Train ``cfg`` to the end (or from ``cfg.resume_from`` on). Returns the best val IoU.
+
+    ``report`` gets each epoch's row (the `METRIC_KEYS`) after its files are queued for
+    writing. ``checkpoint_epochs``: epochs that always write last.pt (e.g. a scheduler's
+    rungs), besides those of `checkpoint_due`.
 
     Raises :class:`BadInput` for bad data or paths (before any training) and
     :class:`JobFailed` with ``reason`` ``diverged`` (non-finite loss or gradient) or ``oom``.
@@ -121,7 +137,8 @@ def fit(cfg: TrainConfig, *, report: Report | None = None, overwrite: bool = Fal
         (out_dir / "command.txt").write_text(train_command(cfg) + "\n")
 
     try:
-        return _run(cfg, state, data, device, rank, world, out_dir, report)
+        return _run(cfg, state, data, device, rank, world, out_dir, report,
+                    frozenset(checkpoint_epochs))
     except JobFailed:
         raise
     except BaseException as exc:
@@ -157,7 +174,8 @@ class _Run:
         fused = {"fused": True} if device.type == "cuda" else {}
         self.optimizer = torch.optim.AdamW(groups, lr=0.0, **fused)
         self.schedule = StepSchedule(self.optimizer, total_steps=cfg.optimizer_steps(data.n_train),
-                                     warmup_steps=cfg.warmup_steps, kind=cfg.scheduler,
+                                     warmup_steps=cfg.warmup_steps_for(data.n_train),
+                                     kind=cfg.scheduler,
                                      min_lr=cfg.min_lr)
         self.ema = None
         if cfg.use_ema:
@@ -211,7 +229,23 @@ class _Run:
 
 
 def _run(cfg: TrainConfig, state, data, device, rank: int, world: int, out_dir: Path,
-         report: Report | None) -> FitResult:
+         report: Report | None, milestones: frozenset[int]) -> FitResult:
+    writer = CheckpointWriter()
+    try:
+        result = _epochs(cfg, state, data, device, rank, world, out_dir, report, milestones,
+                         writer)
+    except BaseException:
+        writer.close(quiet=True)  # the files of finished epochs on disk; the error kept
+        raise
+    writer.close()
+    rows = read_history(out_dir / "history.csv") if rank == 0 else []
+    result.history = rows
+    return result
+
+
+def _epochs(cfg: TrainConfig, state, data, device, rank: int, world: int, out_dir: Path,
+            report: Report | None, milestones: frozenset[int],
+            writer: CheckpointWriter) -> FitResult:
     from tqdm import tqdm
 
     main = rank == 0
@@ -267,16 +301,17 @@ def _run(cfg: TrainConfig, state, data, device, rank: int, world: int, out_dir: 
         train_figs = stats.read()
 
         full = epoch % cfg.full_metrics_every == 0 or epoch == cfg.epochs
-        val_batches = Batches(data.val_loader(cfg.micro_batch(stage)), device, channels_last)
+        val_batches = Batches(data.val_eval_loader(cfg.micro_batch(stage)), device,
+                              channels_last)
         raw = validate_weights(run.model, val_batches, run.loss_fn, run.amp_dtype, full=full,
                                world=world)
         ema = (validate_weights(run.ema.module, val_batches, run.loss_fn, run.amp_dtype,
                                 full=full, world=world) if run.ema is not None else None)
-        chosen, which = (ema, "ema") if ema is not None and ema["iou"] > raw["iou"] else (raw, "raw")
+        chosen, which = objective_weights(cfg.objective, raw, ema)
         improved = chosen["iou"] > best
         if improved:
             best, best_weights = chosen["iou"], which
-        images_seen = data.train_images_per_epoch * world
+        epoch_images = data.train_images_per_epoch * world
         row = {
             "epoch": epoch, "stage": stage,
             "train_loss": train_figs["train_loss"], "val_loss": chosen.get("loss"),
@@ -288,28 +323,31 @@ def _run(cfg: TrainConfig, state, data, device, rank: int, world: int, out_dir: 
             "lr": next(g["lr"] for g in run.optimizer.param_groups if g["part"] == "head"),
             "grad_norm": train_figs["grad_norm"], "best_val_iou": best,
             "epoch_time_s": time.perf_counter() - t_epoch,
-            "imgs_per_s": images_seen / train_seconds if train_seconds > 0 else None,
+            "imgs_per_s": epoch_images / train_seconds if train_seconds > 0 else None,
+            # The collapse signal of the raw weights whatever the objective, and the run's
+            # progress in optimizer steps and training images (resume-exact counts).
+            "val_fg_ratio_raw": raw["fg_ratio"],
+            "optimizer_steps": run.schedule.step_count,
+            "images_seen": epoch * epoch_images,
         }
         if main:
-            last = out_dir / "last.pt"
-            ckpt.save_atomic(ckpt.make_state(
-                cfg=cfg, model=run.model, ema=run.ema, optimizer=run.optimizer,
-                schedule=run.schedule, scaler=run.trainer.scaler, epoch=epoch, stage=stage,
-                unfreeze_level=level, best_val_iou=best, best_weights=best_weights,
-                metrics=row), last)
-            if improved:
-                ckpt.mark_best(last, out_dir / "best.pt")
+            due = checkpoint_due(cfg, epoch, milestones)
+            if due or improved:
+                writer.submit(ckpt.make_state(
+                    cfg=cfg, model=run.model, ema=run.ema, optimizer=run.optimizer,
+                    schedule=run.schedule, scaler=run.trainer.scaler, epoch=epoch, stage=stage,
+                    unfreeze_level=level, best_val_iou=best, best_weights=best_weights,
+                    metrics=row), last=out_dir / "last.pt" if due else None,
+                    best=out_dir / "best.pt" if improved else None)
             history.append(row)
             log.info(" ".join(f"{k}={_fmt(v)}" for k, v in row.items()))
             if full:
-                net = run.ema.module if run.ema is not None and best_weights == "ema" else run.model
+                net = run.ema.module if which == "ema" else run.model
                 write_preview(net, data, device, out_dir, epoch)
         epochs_run += 1
         if report is not None:
             report(row)
-    rows = read_history(out_dir / "history.csv") if main else []
-    return FitResult(best_val_iou=best, epochs_run=epochs_run, checkpoint_dir=out_dir,
-                     history=rows)
+    return FitResult(best_val_iou=best, epochs_run=epochs_run, checkpoint_dir=out_dir)
 
 
 def _sum_over_ranks(stats: StepStats) -> None:

@@ -1,20 +1,25 @@
 """Segmentation metrics: per-image IoU/Dice on the device, and the COD metric set.
 
+One IoU definition everywhere (training's ``val_iou*``, ``camotune evaluate``'s ``iou``): the
+logits are resized to the ground truth's size with bilinear interpolation (`resize_logits`), a
+pixel is foreground when sigmoid(logit) > 0.5 (logit > 0), IoU and Dice are computed per
+image and averaged over images (not pooled over a batch). When the prediction and the ground
+truth are both empty, IoU = Dice = 1 (the prediction is exactly right; the usual convention);
+an empty prediction against a non-empty mask, or the reverse, scores 0.
+
 Two families:
 
 - Device metrics for every validation epoch (`iou_dice`, `fg_ratio`, `ValAccumulator`):
   batched torch, no host synchronisation until `ValAccumulator.compute`, which syncs once.
-  A pixel is predicted foreground when sigmoid(logit) > 0.5, i.e. logit > 0. IoU and Dice are
-  per image, then averaged over images (not pooled over a batch). When the prediction and the
-  ground truth are both empty, IoU = Dice = 1 (the prediction is exactly right; the usual
-  convention). An empty prediction against a non-empty mask, or the reverse, scores 0.
-- `SODMetrics`: S-measure, E-measure, weighted F-measure, F-measure, MAE, and IoU/Dice at 0.5,
-  delegated to pysodmetrics exactly as PySODEvalToolkit calls it (pred uint8 0..255, min-max
-  normalised per image by the library unless constant; gt > 128 is foreground). Its IoU/Dice
-  threshold the *normalised* prediction at 0.5 and score 0 when both are empty (the library's
-  convention); they equal the device IoU/Dice whenever the prediction spans 0..255, as a
-  trained model's does. Metric keys map onto the epoch metrics as val_sm = sm,
-  val_em = em_mean, val_wfm = wfm, val_mae = mae.
+- `SODMetrics`: S-measure, E-measure, weighted F-measure, F-measure and MAE delegated to
+  pysodmetrics exactly as PySODEvalToolkit calls it (pred uint8 0..255, min-max normalised per
+  image by the library unless constant; gt > 128 is foreground), plus ``iou``/``dice`` by the
+  definition above (NumPy, from the foreground map given to `SODMetrics.step`). The
+  library's own IoU/Dice threshold the *min-max normalised* prediction at 0.5 and score 0
+  when both are empty; they are kept under their own names ``iou_minmax``/``dice_minmax``
+  and differ from ``iou``/``dice`` whenever a prediction does not span 0..1 (an untrained or
+  collapsing model: 0.585 against 0.267 was seen on one checkpoint). Metric keys map onto the
+  epoch metrics as val_sm = sm, val_em = em_mean, val_wfm = wfm, val_mae = mae.
 """
 
 from __future__ import annotations
@@ -31,13 +36,25 @@ if TYPE_CHECKING:
 # torch is imported inside the device functions: `SODMetrics` also runs in metric worker
 # processes (camotune evaluate), which then need neither torch's import time nor its memory.
 
-SOD_KEYS = ("sm", "em_mean", "em_max", "em_adp", "wfm", "fm_mean", "fm_max", "mae", "iou", "dice")
+SOD_KEYS = ("sm", "em_mean", "em_max", "em_adp", "wfm", "fm_mean", "fm_max", "mae", "iou", "dice",
+            "iou_minmax", "dice_minmax")
 
 
 # -- device metrics -------------------------------------------------------------------------
 
 def _flat(x: Tensor) -> Tensor:
     return x.reshape(x.shape[0], -1)
+
+
+def resize_logits(logits: Tensor, size: tuple[int, int]) -> Tensor:
+    """``logits`` (B x 1 x h x w) resized to ``size`` (H, W) with bilinear interpolation
+    (align_corners=False), the one way a prediction is brought to its ground truth's size
+    before thresholding; returned unchanged when it already has that size."""
+    import torch.nn.functional as F
+
+    if tuple(logits.shape[-2:]) == tuple(size):
+        return logits
+    return F.interpolate(logits, size=tuple(size), mode="bilinear", align_corners=False)
 
 
 def iou_dice(logits: Tensor, masks: Tensor) -> tuple[Tensor, Tensor]:
@@ -147,15 +164,28 @@ def to_uint8_gt(gt: np.ndarray) -> np.ndarray:
     return gt
 
 
+def binary_iou_dice(fg: np.ndarray, gt: np.ndarray) -> tuple[float, float]:
+    """IoU and Dice of one image: ``fg`` (bool, predicted foreground) against ``gt`` (bool), the
+    conventions of `iou_dice` (both empty gives 1, one of them empty gives 0)."""
+    inter = float(np.count_nonzero(fg & gt))
+    p, g = float(np.count_nonzero(fg)), float(np.count_nonzero(gt))
+    if p + g == 0:
+        return 1.0, 1.0
+    return inter / (p + g - inter), 2 * inter / (p + g)
+
+
 class SODMetrics:
     """The COD literature's metric set over a stream of (prediction, ground truth) pairs.
 
-    ``step(pred, gt)``: ``pred`` HxW uint8 0..255 or float in [0, 1]; ``gt`` HxW uint8 {0, 255}
-    (grey, > 128 is foreground), {0, 1} or bool; same shape (resize the prediction to the GT's
-    original size first). ``results()`` returns means over the images for `SOD_KEYS`:
-    ``sm``, ``em_mean``, ``em_max``, ``em_adp``, ``wfm``, ``fm_mean``, ``fm_max`` (beta^2 = 0.3),
-    ``mae``, ``iou``, ``dice``, and ``images``. ``merge(other)`` folds in another instance (e.g.
-    one filled in a worker process); the results do not depend on the order of the images.
+    ``step(pred, gt, fg=None)``: ``pred`` HxW uint8 0..255 or float in [0, 1] (the sigmoid
+    map); ``gt`` HxW uint8 {0, 255} (grey, > 128 is foreground), {0, 1} or bool; ``fg`` the
+    predicted foreground (bool HxW, sigmoid > 0.5 of the resized logits); without it, a float
+    ``pred`` > 0.5, or a uint8 ``pred`` > 127 (sigmoid >= 0.5 up to the uint8 rounding). All of
+    the same shape (resize the prediction to the GT's size first). ``results()`` returns means
+    over the images for `SOD_KEYS`: ``sm``, ``em_mean``, ``em_max``, ``em_adp``, ``wfm``,
+    ``fm_mean``, ``fm_max`` (beta^2 = 0.3), ``mae``, ``iou``, ``dice``, ``iou_minmax``,
+    ``dice_minmax``, and ``images``. ``merge(other)`` folds in another instance (e.g. one
+    filled in a worker process); the results do not depend on the order of the images.
     """
 
     def __init__(self) -> None:
@@ -172,21 +202,32 @@ class SODMetrics:
             "dice": m.DICEHandler(with_dynamic=False, with_adaptive=False, with_binary=True,
                                   sample_based=True),
         })
+        self.ious: list[float] = []
+        self.dices: list[float] = []
         self.images = 0
 
-    def step(self, pred: np.ndarray, gt: np.ndarray) -> None:
+    def step(self, pred: np.ndarray, gt: np.ndarray, fg: np.ndarray | None = None) -> None:
+        if fg is None:
+            raw = np.asarray(pred)
+            fg = raw > 127 if raw.dtype == np.uint8 else raw > 0.5
         pred, gt = to_uint8_pred(pred), to_uint8_gt(gt)
-        if pred.ndim != 2 or pred.shape != gt.shape:
-            raise ValueError(f"pred {pred.shape} and gt {gt.shape} must be equal H x W shapes")
+        fg = np.asarray(fg, dtype=bool)
+        if pred.ndim != 2 or pred.shape != gt.shape or fg.shape != gt.shape:
+            raise ValueError(f"pred {pred.shape}, fg {fg.shape} and gt {gt.shape} must be "
+                             "equal H x W shapes")
         for metric in (self.sm, self.em, self.wfm, self.mae, self.fmv2):
             metric.step(pred=pred, gt=gt)
+        iou, dice = binary_iou_dice(fg, gt > 128)
+        self.ious.append(iou)
+        self.dices.append(dice)
         self.images += 1
 
     def _lists(self) -> list[list[Any]]:
         handlers = self.fmv2._metric_handlers
         return [self.sm.sms, self.em.adaptive_ems, self.em.changeable_ems,
                 self.wfm.weighted_fms, self.mae.maes, handlers["fm"].dynamic_results,
-                handlers["iou"].binary_results, handlers["dice"].binary_results]
+                handlers["iou"].binary_results, handlers["dice"].binary_results,
+                self.ious, self.dices]
 
     def merge(self, other: SODMetrics) -> SODMetrics:
         """Append ``other``'s per-image records to this one; returns self."""
@@ -209,8 +250,10 @@ class SODMetrics:
             "fm_mean": float(fm["fm"]["dynamic"].mean()),
             "fm_max": float(fm["fm"]["dynamic"].max()),
             "mae": float(self.mae.get_results()["mae"]),
-            "iou": float(fm["iou"]["binary"]),
-            "dice": float(fm["dice"]["binary"]),
+            "iou": float(np.mean(self.ious)),
+            "dice": float(np.mean(self.dices)),
+            "iou_minmax": float(fm["iou"]["binary"]),
+            "dice_minmax": float(fm["dice"]["binary"]),
             "images": self.images,
         }
 

@@ -79,20 +79,22 @@ def test_predictions_are_resized_to_the_original_ground_truth(dataset: Path,
                for n in ("cod0", "cod1")]
     out = list(predict(model, samples, img_size=cfg.img_size, device=torch.device("cpu"),
                        batch_size=2))
-    assert [s.name for s, _ in out] == ["cod0", "cod1"]
+    assert [s.name for s, *_ in out] == ["cod0", "cod1"]
     assert out[0][1].shape == ODD and out[1][1].shape == (50, 64)
-    assert all(p.dtype == np.uint8 for _, p in out)
-    # the same map as a hand-made forward pass, resized with bilinear interpolation
+    assert all(p.dtype == np.uint8 and fg.dtype == bool for _, p, fg in out)
+    # the same map as a hand-made forward pass, the logits resized with bilinear interpolation
     from camotune.trainer.cache import decode_pair
     from camotune.trainer.data import normalize_batch
 
     image, _ = decode_pair(samples[0], cfg.img_size)
     with torch.no_grad():
         logits = model(normalize_batch(torch.from_numpy(image.copy())[None])).logits
-    expected = torch.nn.functional.interpolate(torch.sigmoid(logits), size=ODD,
-                                               mode="bilinear", align_corners=False)
-    expected = (expected[0, 0] * 255).round().to(torch.uint8).numpy()
+    resized = torch.nn.functional.interpolate(logits, size=ODD, mode="bilinear",
+                                              align_corners=False)
+    expected = (torch.sigmoid(resized)[0, 0] * 255).round().to(torch.uint8).numpy()
     assert np.abs(out[0][1].astype(int) - expected.astype(int)).max() <= 1
+    mismatched = out[0][2] != (resized[0, 0] > 0).numpy()
+    assert mismatched.mean() < 0.01  # a pixel whose logit is ~0 may fall either way
 
 
 def test_one_row_per_test_set_matching_a_direct_computation(dataset: Path,
@@ -107,9 +109,9 @@ def test_one_row_per_test_set_matching_a_direct_computation(dataset: Path,
     samples = [Sample(dataset / f"TestDataset/CAMO/Imgs/camo{i}.png",
                       dataset / f"TestDataset/CAMO/GT/camo{i}.png", f"camo{i}") for i in (0, 1)]
     ref = SODMetrics()
-    for sample, pred in predict(model, samples, img_size=cfg.img_size,
-                                device=torch.device("cpu")):
-        ref.step(pred, read_mask(sample.mask))
+    for sample, pred, fg in predict(model, samples, img_size=cfg.img_size,
+                                    device=torch.device("cpu")):
+        ref.step(pred, read_mask(sample.mask), fg=fg)
     row = table.set_index("dataset").loc["CAMO"]
     for key, value in ref.results().items():
         assert row[key] == pytest.approx(value, abs=1e-12), key
@@ -189,3 +191,33 @@ def test_metric_processes_give_the_same_table(dataset: Path, checkpoint: Path) -
     inline = evaluate_checkpoint(checkpoint, dataset, device="cpu", workers=0)
     pooled = evaluate_checkpoint(checkpoint, dataset, device="cpu", workers=2)
     pd.testing.assert_frame_equal(inline, pooled)
+
+
+@pytest.mark.slow
+def test_val_split_reproduces_the_training_history(synth_dataset: Path, tmp_path: Path) -> None:
+    """`evaluate --split val` scores the checkpoint's weights as training validated them: the
+    same seeded hold-out, masks at the same --eval-size (here not the training size), the
+    same IoU definition."""
+    from camotune.trainer.history import read_history
+    from camotune.trainer.loop import fit
+
+    out = tmp_path / "run"
+    cfg = TrainConfig(dataset_path=str(synth_dataset), checkpoint_dir=str(out),
+                      backbone="edgenext_xx_small", pretrained=False, img_size=64,
+                      eval_size=80, epochs=2, stage1_epochs=1, batch_size=4,
+                      accumulation_steps=2, num_workers=0, threads=1, lr=2e-3,
+                      full_metrics_every=2, seed=3, val_fraction=0.25)
+    fit(cfg)
+    history = {r["epoch"]: r for r in read_history(out / "history.csv")}
+    for name in ("last.pt", "best.pt"):
+        epoch = torch.load(out / name, weights_only=False)["epoch"]
+        row = history[epoch]
+        table = evaluate_checkpoint(out / name, synth_dataset, split="val", device="cpu",
+                                    workers=0, batch_size=5)
+        got = table.iloc[0]
+        assert got["images"] == 6  # 0.25 x 24
+        assert got["iou"] == pytest.approx(row["val_iou_raw"], abs=1e-6), name
+        assert got["dice"] == pytest.approx(row["val_dice"], abs=1e-6), name
+        if row["val_sm"] is not None:  # the full-metrics epochs (uint8 maps on both sides)
+            assert got["sm"] == pytest.approx(row["val_sm"], abs=1e-3)
+            assert got["mae"] == pytest.approx(row["val_mae"], abs=1e-3)

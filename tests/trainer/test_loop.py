@@ -14,7 +14,7 @@ from camotune.errors import JobFailed
 from camotune.trainer.checkpoint import load
 from camotune.trainer.config import TrainConfig, from_argv, load_yaml
 from camotune.trainer.history import METRIC_KEYS, read_history
-from camotune.trainer.loop import fit, unfreeze_level
+from camotune.trainer.loop import checkpoint_due, fit, unfreeze_level
 
 
 def tiny(dataset: Path, out: Path, **kw) -> TrainConfig:
@@ -44,7 +44,10 @@ def test_two_stages_write_every_file_and_column(synth_dataset: Path, tmp_path: P
     for key in METRIC_KEYS:  # the last epoch computes everything
         assert last[key] is not None and math.isfinite(last[key]), key
     assert history[0]["val_sm"] is None  # full metrics only every 2 epochs and at the last
-    assert last["val_iou"] == max(last["val_iou_raw"], last["val_iou_ema"])
+    assert last["val_iou"] == last["val_iou_raw"]  # --objective raw, the default
+    assert last["val_fg_ratio"] == last["val_fg_ratio_raw"]
+    steps = cfg.optimizer_steps_per_epoch(22, 1) + cfg.optimizer_steps_per_epoch(22, 2)
+    assert last["optimizer_steps"] == steps and last["images_seen"] == 2 * 22
     assert [r["epoch"] for r in rows] == [1, 2] and rows[-1]["val_iou"] == last["val_iou"]
     assert result.best_val_iou == max(r["val_iou"] for r in history)
     state = load(out / "best.pt")
@@ -52,29 +55,99 @@ def test_two_stages_write_every_file_and_column(synth_dataset: Path, tmp_path: P
     assert state["stage"] in (1, 2) and state["best_val_iou"] == result.best_val_iou
 
 
-def test_run_interrupted_after_epoch_1_resumes_to_the_same_history(
+def test_objective_raw_ranks_on_the_raw_weights_even_when_the_ema_scores_higher(
         synth_dataset: Path, tmp_path: Path) -> None:
-    kw = dict(epochs=3, stage1_epochs=1, use_ema=True, progressive_unfreeze=True,
-              stage2_batch_size=3, warmup_steps=2)
+    """EMA 0.9999 without warmup stays at the initial weights (predicting most pixels as
+    foreground); the raw weights of this tiny run predict all background. ``--objective raw``
+    must not let the EMA's floor become val_iou; ``best`` takes the higher of the two."""
+    kw = dict(use_ema=True, ema_decay=0.9999, ema_warmup=False)
+    raw = fit(tiny(synth_dataset, tmp_path / "raw", objective="raw", **kw)).history
+    best = fit(tiny(synth_dataset, tmp_path / "best", objective="best", **kw)).history
+    assert any(r["val_iou_ema"] > r["val_iou_raw"] for r in raw)  # the case this is about
+    for r in raw:
+        assert r["val_iou"] == r["val_iou_raw"]
+        assert r["val_fg_ratio"] == r["val_fg_ratio_raw"]
+    assert raw[-1]["best_val_iou"] == max(r["val_iou_raw"] for r in raw)
+    assert load(tmp_path / "raw" / "best.pt")["best_weights"] == "raw"
+    for r, b in zip(raw, best, strict=True):  # the objective changes the records, not training
+        assert (b["val_iou_raw"], b["val_iou_ema"]) == (r["val_iou_raw"], r["val_iou_ema"])
+        assert b["val_iou"] == max(b["val_iou_raw"], b["val_iou_ema"])
+        assert b["val_fg_ratio_raw"] == r["val_fg_ratio_raw"]
+    state = load(tmp_path / "best" / "best.pt")
+    assert state["best_weights"] == "ema" and state["best_val_iou"] == best[-1]["best_val_iou"]
+
+
+def test_objective_without_ema_is_raw(synth_dataset: Path, tmp_path: Path) -> None:
+    rows = fit(tiny(synth_dataset, tmp_path / "e", epochs=1, objective="ema")).history
+    assert rows[0]["val_iou"] == rows[0]["val_iou_raw"] and rows[0]["val_iou_ema"] is None
+    assert load(tmp_path / "e" / "best.pt")["best_weights"] == "raw"
+
+
+class Killed(Exception):
+    pass
+
+
+@pytest.mark.parametrize(("every", "epochs", "kill_at", "resumes_at"), [
+    (1, 3, 1, 2),  # last.pt every epoch
+    (2, 4, 3, 3),  # last.pt at 1 (end of stage 1), 2, 4: killed after 3, epoch 3 is replayed
+])
+def test_interrupted_run_resumes_to_the_same_history(
+        synth_dataset: Path, tmp_path: Path, every: int, epochs: int, kill_at: int,
+        resumes_at: int) -> None:
+    kw = dict(epochs=epochs, stage1_epochs=1, use_ema=True, progressive_unfreeze=True,
+              stage2_batch_size=3, warmup_steps=2, checkpoint_every=every)
     straight = fit(tiny(synth_dataset, tmp_path / "a", **kw))
 
-    class Killed(Exception):
-        pass
-
-    def kill_after_first_epoch(row: dict) -> None:
-        if row["epoch"] == 1:
+    def kill(row: dict) -> None:
+        if row["epoch"] == kill_at:
             raise Killed
 
     with pytest.raises(Killed):
-        fit(tiny(synth_dataset, tmp_path / "b", **kw), report=kill_after_first_epoch)
-    assert [r["epoch"] for r in read_history(tmp_path / "b" / "history.csv")] == [1]
+        fit(tiny(synth_dataset, tmp_path / "b", **kw), report=kill)
+    history = read_history(tmp_path / "b" / "history.csv")
+    assert [r["epoch"] for r in history] == list(range(1, kill_at + 1))
+    assert load(tmp_path / "b" / "last.pt")["epoch"] == resumes_at - 1
     resumed_cfg = dataclasses.replace(tiny(synth_dataset, tmp_path / "b", **kw),
                                       resume_from=str(tmp_path / "b" / "last.pt"))
-    resumed = fit(resumed_cfg)
+    rows = []
+    resumed = fit(resumed_cfg, report=rows.append)
+    assert [r["epoch"] for r in rows] == list(range(resumes_at, epochs + 1))
     skip = {"epoch_time_s", "imgs_per_s"}
     for a, b in zip(straight.history, resumed.history, strict=True):
         assert {k: v for k, v in a.items() if k not in skip} == \
                {k: v for k, v in b.items() if k not in skip}
+    assert resumed.best_val_iou == straight.best_val_iou
+
+
+def test_checkpoint_every_2_writes_last_pt_at_epochs_2_and_3(
+        synth_dataset: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from camotune.trainer import checkpoint
+
+    writes: list[tuple[str, int]] = []
+    real = checkpoint.save_atomic
+
+    def recording(state: dict, path) -> None:
+        writes.append((Path(path).name, state["epoch"]))
+        real(state, path)
+
+    monkeypatch.setattr(checkpoint, "save_atomic", recording)
+    cfg = tiny(synth_dataset, tmp_path / "k", epochs=3, stage1_epochs=3, checkpoint_every=2)
+    fit(cfg)
+    assert [e for name, e in writes if name == "last.pt"] == [2, 3]
+    assert load(tmp_path / "k" / "last.pt")["epoch"] == 3
+    # best.pt holds the best epoch even when that epoch wrote no last.pt
+    best = load(tmp_path / "k" / "best.pt")
+    history = read_history(tmp_path / "k" / "history.csv")
+    assert best["best_val_iou"] == max(r["val_iou"] for r in history)
+    assert best["metrics"]["val_iou"] == best["best_val_iou"]
+
+
+def test_checkpoint_epochs_every_k_stage_end_last_and_milestones() -> None:
+    cfg = TrainConfig(epochs=10, stage1_epochs=3, checkpoint_every=4)
+    assert [e for e in range(1, 11) if checkpoint_due(cfg, e)] == [3, 4, 8, 10]
+    assert [e for e in range(1, 11) if checkpoint_due(cfg, e, {2, 6})] == [2, 3, 4, 6, 8, 10]
+    every = TrainConfig(epochs=3, stage1_epochs=1)
+    assert all(checkpoint_due(every, e) for e in (1, 2, 3))
 
 
 def test_resume_drops_history_rows_after_the_checkpoint(synth_dataset: Path,

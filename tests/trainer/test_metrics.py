@@ -131,8 +131,19 @@ def _reference(pairs: list[tuple[np.ndarray, np.ndarray]]) -> dict[str, float]:
     return {"sm": sm.get_results()["sm"], "em_mean": e["curve"].mean(),
             "em_max": e["curve"].max(), "em_adp": e["adp"], "wfm": wfm.get_results()["wfm"],
             "fm_mean": f["fm"]["dynamic"].mean(), "fm_max": f["fm"]["dynamic"].max(),
-            "mae": mae.get_results()["mae"], "iou": f["iou"]["binary"],
-            "dice": f["dice"]["binary"]}
+            "mae": mae.get_results()["mae"], "iou_minmax": f["iou"]["binary"],
+            "dice_minmax": f["dice"]["binary"], **_thresholded(pairs)}
+
+
+def _thresholded(pairs: list[tuple[np.ndarray, np.ndarray]]) -> dict[str, float]:
+    """IoU/Dice of pred > 0.5 (uint8 > 127) per image, averaged, counted by hand."""
+    ious, dices = [], []
+    for pred, gt in pairs:
+        p, g = pred > 127, gt > 128
+        inter, total = int((p & g).sum()), int(p.sum() + g.sum())
+        ious.append(1.0 if total == 0 else inter / (total - inter))
+        dices.append(1.0 if total == 0 else 2 * inter / total)
+    return {"iou": float(np.mean(ious)), "dice": float(np.mean(dices))}
 
 
 def test_sod_metrics_agree_with_pysodmetrics(seed: int) -> None:
@@ -145,6 +156,23 @@ def test_sod_metrics_agree_with_pysodmetrics(seed: int) -> None:
     for key in SOD_KEYS:
         assert got[key] == pytest.approx(float(ref[key]), abs=1e-12), key
         assert 0.0 <= got[key] <= 1.001
+
+
+def test_iou_is_sigmoid_above_half_and_the_minmax_variant_has_its_own_name() -> None:
+    """A faint prediction (every probability below 0.5) has no foreground, so IoU = 0; the
+    library's min-max normalisation stretches it to 0..1 and finds the object (IoU 1)."""
+    gt = np.zeros((20, 20), np.uint8)
+    gt[5:15, 5:15] = 255
+    faint = np.where(gt > 0, 0.45, 0.05)
+    m = SODMetrics()
+    m.step(faint, gt)
+    r = m.results()
+    assert r["iou"] == 0.0 and r["dice"] == 0.0
+    assert r["iou_minmax"] == pytest.approx(1.0) and r["dice_minmax"] == pytest.approx(1.0)
+    # an explicit foreground map (the resized logits > 0) wins over the probability map
+    m = SODMetrics()
+    m.step(faint, gt, fg=gt > 0)
+    assert m.results()["iou"] == 1.0
 
 
 def test_inputs_in_any_accepted_form_give_the_same_scores(seed: int) -> None:
