@@ -100,8 +100,7 @@ def fit(cfg: TrainConfig, *, report: Report | None = None, overwrite: bool = Fal
         raise BadInput(f"--checkpoint-dir {out_dir} already holds a run: resume it with "
                        f"--resume-from {out_dir / 'last.pt'} or choose another folder")
     state = ckpt.load(cfg.resume_from) if cfg.resume_from else None
-    if cfg.threads > 0:
-        torch.set_num_threads(cfg.threads)
+    torch.set_num_threads(cfg.resolved_threads)
     device = resolve_device(cfg.device)
     if device.type == "cuda" and world > 1:
         device = torch.device("cuda", torch.cuda.current_device())
