@@ -31,6 +31,7 @@ from camotune.trainer import checkpoint as ckpt
 from camotune.trainer.config import TrainConfig, dump_yaml, to_argv
 from camotune.trainer.history import HistoryWriter, read_history
 from camotune.trainer.optim import StepSchedule, param_groups
+from camotune.trainer.preview import write_preview
 from camotune.trainer.step import StepStats, Trainer, resolve_amp, resolve_device
 from camotune.trainer.validate import Batches, device_batches, validate_weights
 
@@ -298,9 +299,9 @@ def _run(cfg: TrainConfig, state, data, device, rank: int, world: int, out_dir: 
                 ckpt.mark_best(last, out_dir / "best.pt")
             history.append(row)
             log.info(" ".join(f"{k}={_fmt(v)}" for k, v in row.items()))
-            if full:
-                net = run.ema.module if run.ema is not None and best_weights == "ema" else run.model
-                write_preview(net, data, device, out_dir, epoch)
+            net = run.ema.module if which == "ema" else run.model  # every epoch: ~0.1 s
+            write_preview(net, data, device, out_dir, epoch=epoch, iou=chosen["iou"],
+                          weights=which)
         epochs_run += 1
         if report is not None:
             report(row)
@@ -318,24 +319,6 @@ def _sum_over_ranks(stats: StepStats) -> None:
     dist.all_reduce(sums)
     stats.loss_sum = sums[0]
     stats.micro_batches = int(sums[1].item())
-
-
-def write_preview(model: torch.nn.Module, data, device: torch.device, out_dir: Path,
-                  epoch: int, n: int = 4) -> None:
-    """``preview.png``: the first ``n`` validation images, their masks and the prediction of
-    ``model`` (all background means a collapse, seen at a glance)."""
-    from camotune.trainer.data import normalize_batch
-    from camotune.trainer.preview import PREVIEW_FILE, save_preview
-
-    images, masks = next(iter(data.val_loader(n)))
-    was_training = model.training
-    model.eval()
-    with torch.no_grad():
-        logits = model(normalize_batch(images.to(device))).logits.float()
-    model.train(was_training)
-    probs = torch.sigmoid(logits)[:, 0].cpu().numpy()
-    save_preview(out_dir / PREVIEW_FILE, images.numpy(), masks.numpy(), probs,
-                 title=f"epoch {epoch}")
 
 
 def _fmt(value: Any) -> str:
