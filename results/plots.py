@@ -249,7 +249,7 @@ def compute_plot(sweep: Sweep, path: Path) -> Path:
     df = sweep.trials
     fig, ax = plt.subplots(figsize=(6.5, 4))
     bottom = 0.0
-    for reason, seconds in df.groupby("stop_reason")["gpu_seconds"].sum().items():
+    for reason, seconds in df.groupby("stop_reason")["compute_seconds"].sum().items():
         ax.bar(0, seconds, bottom=bottom, color=colour(str(reason)), label=str(reason))
         bottom += float(seconds)
     ax.bar(1, c["full"], color="#cccccc", label="every trial to the end (estimate)")

@@ -55,8 +55,10 @@ def test_statuses_histories_and_torn_line(sampled: tuple[Path, Events]) -> None:
     assert df.loc["t2", "val_iou_history"] == [0.05, 0.6, 0.55]  # from trials.jsonl
     assert df.loc["t2", "epochs"] == 3 and df.loc["t2", "best_val_iou"] == 0.6
     assert df.loc["t2", "best_epoch"] == 2 and df.loc["t2", "last_val_iou"] == 0.55
-    assert df.loc["t2", "gpu_seconds"] == 2.0 * 30.0  # CPUs x seconds so far
-    assert df.loc["t1", "rung"] == 2 and df.loc["t1", "gpu_seconds"] == 40.0
+    assert df.loc["t2", "compute_seconds"] == 2.0 * 30.0  # CPUs x seconds so far
+    assert df.loc["t1", "rung"] == 2 and df.loc["t1", "compute_seconds"] == 40.0
+    assert set(df["compute_unit"]) == {"cpu"}  # resources {cpu: 2, gpu: 0}
+    assert df["gpu_seconds"].equals(df["compute_seconds"])  # the deprecated alias
     assert math.isnan(df.loc["t3", "best_val_iou"]) and df.loc["t3", "epochs"] == 1
     assert df.loc["t4", "epochs"] == 0 and df.loc["t4", "val_iou_history"] == []
     assert df.loc["t0", "lr"] == 1e-3 and df.loc["t0", "batch_size"] == 4
@@ -104,8 +106,8 @@ def test_leaderboard_order_json_csv(sampled: tuple[Path, Events]) -> None:
     assert [r["rank"] for r in recs] == [1, 2, 3, None, None]
     for r in recs:
         for key in ("trial_id", "stop_reason", "rung", "epochs", "best_val_iou",
-                    "last_val_iou", "val_iou_history", "gpu_seconds", "config", "lr_stage1",
-                    "lr_stage2"):
+                    "last_val_iou", "val_iou_history", "compute_seconds", "compute_unit",
+                    "gpu_seconds", "config", "lr_stage1", "lr_stage2"):
             assert key in r
         assert set(r["config"]) == set(to_dict(TrainConfig(backbone="edgenext_xx_small")))
     json.loads(leaderboard.to_json(sweep))  # strict JSON: no NaN
@@ -129,6 +131,7 @@ def test_results_command_formats_and_bad_folder(sampled, tmp_path: Path, capsys)
     assert main(["results", str(folder)]) == 0
     out = capsys.readouterr().out
     assert "running 2" in out and "t3" in out
+    assert "cpu_seconds" in out.splitlines()[3] and "gpu_seconds" not in out
     assert "separates collapsed and diverged" in out  # t3 diverged
     assert main(["results", str(tmp_path / "nowhere")]) == 2
     (tmp_path / "plain").mkdir()
