@@ -118,8 +118,10 @@ def learning_curves_figure(sweep: Sweep):
     for reason, points in ends.items():  # "N collapsed" next to where their curves end
         x_end = max(x for x, _ in points)
         y_mid = float(np.nanmean([y for _, y in points]))
-        ax.annotate(f"{len(points)} {reason}", (x_end, y_mid), xytext=(8, 0),
-                    textcoords="offset points", va="center", fontsize=8,
+        at_edge = x_end >= sweep.max_epochs  # no room on the right: write it above, leftwards
+        ax.annotate(f"{len(points)} {reason}", (x_end, y_mid),
+                    xytext=(-6, 9) if at_edge else (8, 0), textcoords="offset points",
+                    ha="right" if at_edge else "left", va="center", fontsize=8,
                     color=colour(reason))
     ax.set_xlim(0.5, sweep.max_epochs + 0.5)
     ax.xaxis.get_major_locator().set_params(integer=True)
