@@ -22,8 +22,11 @@ def results_parser() -> Parser:
                            "and each trial's history.csv, so it works while the sweep runs.")
     p.add_argument("sweep_dir", help="the sweep folder (<storage-path>/<name>)")
     p.add_argument("--format", choices=("table", "csv", "json"), default="table",
-                   help="table for people; csv and json go to stdout alone")
-    p.add_argument("--plots", metavar="DIR", help="also write the PNG plots into DIR")
+                   help="table for people; csv and json go to stdout alone (default: "
+                        "%(default)s)")
+    p.add_argument("--plots", metavar="DIR",
+                   help="also write the PNG plots into DIR (default: none; a finished sweep "
+                        "has them in <sweep_dir>/plots)")
     return p
 
 
@@ -78,9 +81,10 @@ def export_parser() -> Parser:
                            "folder, or YAML/JSON that loads back into a TrainConfig.")
     p.add_argument("sweep_dir", help="the sweep folder (<storage-path>/<name>)")
     p.add_argument("--format", choices=("cli", "yaml", "json"), default="cli",
-                   help="cli: one camotune train line; yaml/json: every field")
+                   help="cli: one camotune train line; yaml/json: every field (default: "
+                        "%(default)s)")
     p.add_argument("--rank", type=int, default=1, metavar="K",
-                   help="the K-th best trial by best val_iou (default 1)")
+                   help="the K-th best trial by best val_iou (default: %(default)s)")
     return p
 
 

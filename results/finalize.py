@@ -52,8 +52,8 @@ def finalize(sweep_dir: str | os.PathLike) -> dict[str, Any]:
         files["attribution"] = str(_write(folder / ATTRIBUTION, report))
     plots, notes = write_plots(sweep, folder / PLOTS_DIR)
     files.update({f"plot_{k}": str(v) for k, v in plots.items()})
-    for note in notes:
-        log.warning("%s", note)
+    for note in notes:  # edge warnings as warnings; skipped plots and what fANOVA used as info
+        log.log(logging.WARNING if note.startswith("warning") else logging.INFO, "%s", note)
     log.info("results sweep=%s trials=%d finished=%d best=%s best_val_iou=%s", sweep.name,
              out["trials"], out["finished"], out["best_trial_id"], out["best_val_iou"])
     return {**out, "files": files, "notes": notes}

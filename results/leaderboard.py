@@ -2,8 +2,10 @@
 
 Formats: ``table`` (for people), ``csv`` (one row per trial, flat columns), ``json`` (a list
 with one object per trial with ``trial_id``, ``stop_reason``, ``rung``, ``epochs``,
-``best_val_iou``, ``last_val_iou``, ``val_iou_history``, ``gpu_seconds``, ``config``,
-``lr_stage1``, ``lr_stage2`` and the other columns of `camotune.results.read`).
+``best_val_iou``, ``last_val_iou``, ``val_iou_history``, ``compute_seconds`` with
+``compute_unit`` (gpu or cpu), ``config``, ``lr_stage1``, ``lr_stage2`` and the other columns of
+`camotune.results.read`; ``gpu_seconds`` is a deprecated alias of ``compute_seconds``, kept for
+one release).
 """
 
 from __future__ import annotations
@@ -46,10 +48,10 @@ def compute(sweep: Sweep) -> dict[str, float]:
     ``unfinished`` (trials running, interrupted or orphaned).
     """
     df = sweep.trials
-    used = float(df["gpu_seconds"].fillna(0.0).sum())
+    used = float(df["compute_seconds"].fillna(0.0).sum())
     per_epoch = df["seconds_per_epoch"]
     full = float(np.where(per_epoch.notna(), per_epoch * sweep.max_epochs,
-                          df["gpu_seconds"].fillna(0.0)).sum())
+                          df["compute_seconds"].fillna(0.0)).sum())
     unfinished = int(df["stop_reason"].isin(UNFINISHED).sum())
     saved = 1.0 - used / full if full > 0 and not unfinished else math.nan
     return {"used": used, "full": full, "saved_fraction": saved, "unfinished": unfinished}
@@ -118,14 +120,17 @@ def to_table(sweep: Sweep) -> str:
     """A human-readable leaderboard with a header of counts and compute used."""
     df = ranked(sweep)
     cols = ["rank", "trial_id", "stop_reason", "rung", "epochs", "best_val_iou",
-            "last_val_iou", "gpu_seconds", *sweep.params, "lr_stage1", "lr_stage2"]
-    cells = [[c for c in cols]]
+            "last_val_iou", "compute_seconds", *sweep.params, "lr_stage1", "lr_stage2"]
+    gpu = float(sweep.settings.get("gpus_per_trial") or 0) > 0
+    # the header says what the seconds count: GPU-seconds, or CPU-seconds without a GPU
+    cells = [[("gpu_seconds" if gpu else "cpu_seconds") if c == "compute_seconds" else c
+              for c in cols]]
     for _, row in df.iterrows():
         line = []
         for c in cols:
             if c in ("best_val_iou", "last_val_iou"):
                 line.append(_fmt(row[c]))
-            elif c == "gpu_seconds":
+            elif c == "compute_seconds":
                 line.append(_fmt(row[c], ".0f"))
             elif c in ("rung", "rank", "epochs"):
                 line.append("-" if _missing(row[c]) else str(int(row[c])))
@@ -137,7 +142,7 @@ def to_table(sweep: Sweep) -> str:
             for r in cells]
     c = compute(sweep)
     reasons = ", ".join(f"{k} {v}" for k, v in counts(sweep).items()) or "none"
-    unit = "GPU-s" if float(sweep.settings.get("gpus_per_trial") or 0) > 0 else "CPU-s"
+    unit = "GPU-s" if gpu else "CPU-s"
     if c["unfinished"]:
         tail_text = f" ({c['unfinished']} trial(s) not finished yet)"
     elif math.isnan(c["saved_fraction"]):

@@ -2,8 +2,9 @@
 best val_iou, parameter importance, rung bias and compute.
 
 `write_plots(sweep, out_dir)` writes every plot it can and returns notes: a warning when the
-best trial sits at the edge of a searched range, and why a plot was skipped (too few finished
-trials for importance, no ASHA rungs for the rung bias).
+best trial sits at the edge of a searched range, which trials the importance compared (the
+epoch and how many), and why a plot was skipped (too few comparable trials for importance, no
+ASHA rungs for the rung bias).
 """
 
 from __future__ import annotations
@@ -52,36 +53,92 @@ def _stage1_epochs(sweep: Sweep) -> int | None:
     return int(value) if value is not None else None
 
 
+TOP_TRIALS = 3  # learning curves: the best trials drawn on top and named in a legend
+TOP_STYLES = (("#000000", "-"), ("#a50f15", "--"), ("#b8860b", "-."))
+MUTED = ("collapsed", "diverged")  # flat curves that pile up: muted, spread apart a little
+
+
 def learning_curves(sweep: Sweep, path: Path) -> Path:
-    """val_iou against epoch for every trial, coloured by stop reason; ASHA rungs as dashed
-    lines, the stage-2 start as a dotted line, a dot where each trial stopped."""
+    """`learning_curves_figure` written to ``path``."""
+    return save_figure(learning_curves_figure(sweep), path)
+
+
+def learning_curves_figure(sweep: Sweep):
+    """The matplotlib Figure of val_iou against epoch for every trial, coloured by stop
+    reason (with counts). The ``TOP_TRIALS`` best trials are drawn on top and named with their
+    best val_iou in a second legend. Collapsed and diverged trials are dashed and muted, each
+    shifted by a small vertical offset so that curves lying on top of each other stay
+    countable (in this plot only), and counted where they end ("4 collapsed"). ASHA rungs as
+    dashed lines, the stage-2 start as a dotted line, a dot where each trial stopped."""
     plt = pyplot()
-    fig, ax = plt.subplots(figsize=(8, 5))
-    seen = set()
-    for _, t in sweep.trials.iterrows():
+    fig, ax = plt.subplots(figsize=(8.5, 5.2))
+    df = sweep.trials
+    ranked = df[df["best_val_iou"].notna()].sort_values("best_val_iou", ascending=False,
+                                                         kind="stable")
+    top = list(ranked["trial_id"][:TOP_TRIALS])
+    per_reason = df["stop_reason"].value_counts().to_dict()
+    muted_rows = [i for i, r in enumerate(df["stop_reason"]) if r in MUTED]
+    spread = 0.012  # in IoU units, the whole band of offsets
+    offsets = {row: spread * (k / max(1, len(muted_rows) - 1) - 0.5) if len(muted_rows) > 1
+               else 0.0 for k, row in enumerate(muted_rows)}
+    seen: set[str] = set()
+    top_handles = {}
+    ends: dict[str, list[tuple[int, float]]] = {}
+    for i, (_, t) in enumerate(df.iterrows()):
         ys = [math.nan if v is None else v for v in t["val_iou_history"]]
         if not ys:
             continue
         xs = [int(r["epoch"]) for r in t["history"]] or list(range(1, len(ys) + 1))
         reason = t["stop_reason"]
-        label = None if reason in seen else reason
+        label = None if reason in seen else f"{reason} ({per_reason.get(reason, 0)})"
         seen.add(reason)
-        ax.plot(xs, ys, color=colour(reason), alpha=0.75, lw=1.3, label=label)
-        ax.plot(xs[-1:], ys[-1:], "o", color=colour(reason), ms=3.5)
+        if t["trial_id"] in top:
+            k = top.index(t["trial_id"])
+            c, ls = TOP_STYLES[k]
+            z = 5 + TOP_TRIALS - k  # the best on top
+            (line,) = ax.plot(xs, ys, color=c, ls=ls, lw=2.4, zorder=z)
+            ax.plot(xs[-1:], ys[-1:], "o", color=c, ms=5, zorder=z)
+            top_handles[k] = (line, f"#{k + 1} {t['trial_id']}: {t['best_val_iou']:.3f}")
+            if label:  # keep the stop-reason legend complete
+                ax.plot([], [], color=colour(reason), lw=1.3, label=label)
+            continue
+        if reason in MUTED:
+            ys = [y + offsets[i] for y in ys]
+            ends.setdefault(reason, []).append((xs[-1], ys[-1]))
+            ax.plot(xs, ys, color=colour(reason), alpha=0.55, lw=1.0, ls="--", label=label)
+        else:
+            ax.plot(xs, ys, color=colour(reason), alpha=0.6, lw=1.2, label=label)
+        ax.plot(xs[-1:], ys[-1:], "o", color=colour(reason), ms=3.5, alpha=0.8)
     for i, rung in enumerate(sweep.rungs()):
         ax.axvline(rung, color="#444444", ls="--", lw=0.9,
                    label="ASHA rung" if i == 0 else None)
     s1 = _stage1_epochs(sweep)
     if s1 and s1 < sweep.max_epochs:
         ax.axvline(s1 + 0.5, color="#999999", ls=":", lw=1.0, label="stage 2 starts")
+    for reason, points in ends.items():  # "N collapsed" next to where their curves end
+        x_end = max(x for x, _ in points)
+        y_mid = float(np.nanmean([y for _, y in points]))
+        at_edge = x_end >= sweep.max_epochs  # no room on the right: write it above, leftwards
+        ax.annotate(f"{len(points)} {reason}", (x_end, y_mid),
+                    xytext=(-6, 9) if at_edge else (8, 0), textcoords="offset points",
+                    ha="right" if at_edge else "left", va="center", fontsize=8,
+                    color=colour(reason))
     ax.set_xlim(0.5, sweep.max_epochs + 0.5)
+    ax.xaxis.get_major_locator().set_params(integer=True)
     ax.set_xlabel("epoch")
     ax.set_ylabel("validation IoU")
-    ax.set_title(f"{sweep.name}: learning curves of {len(sweep.trials)} trials")
+    ax.set_title(f"{sweep.name}: learning curves of {len(df)} trials")
     ax.grid(alpha=0.3)
     if seen:
-        ax.legend(loc="best", fontsize=8, title="stop reason")
-    return save_figure(fig, path)
+        first = ax.legend(loc="upper left", fontsize=8, title="stop reason (trials)",
+                          title_fontsize=8, bbox_to_anchor=(1.01, 1.0), borderaxespad=0)
+        ax.add_artist(first)
+    if top_handles:
+        items = [top_handles[k] for k in sorted(top_handles)]
+        ax.legend([h for h, _ in items], [text for _, text in items], loc="lower left",
+                  bbox_to_anchor=(1.01, 0.0), borderaxespad=0, fontsize=8,
+                  title="best trials (best IoU)", title_fontsize=8)
+    return fig
 
 
 def space_dists(sweep: Sweep) -> dict[str, dict[str, Any]]:
@@ -194,7 +251,7 @@ def compute_plot(sweep: Sweep, path: Path) -> Path:
     df = sweep.trials
     fig, ax = plt.subplots(figsize=(6.5, 4))
     bottom = 0.0
-    for reason, seconds in df.groupby("stop_reason")["gpu_seconds"].sum().items():
+    for reason, seconds in df.groupby("stop_reason")["compute_seconds"].sum().items():
         ax.bar(0, seconds, bottom=bottom, color=colour(str(reason)), label=str(reason))
         bottom += float(seconds)
     ax.bar(1, c["full"], color="#cccccc", label="every trial to the end (estimate)")

@@ -152,15 +152,19 @@ def _row(folder: Path, tid: str, rec: dict[str, Any], params: tuple[str, ...]) -
         status = stop["event"]
     resources = start.get("resources") or {}
     # as the driver counts it: GPUs (else CPUs) per worker x workers x wall seconds
+    unit = "gpu" if float(resources.get("gpu") or 0.0) > 0 else "cpu"
     share = float(resources.get("gpu") or resources.get("cpu") or 1.0) \
         * int(resources.get("workers") or 1)
-    if stop is not None and stop["event"] == "end" and stop.get("gpu_seconds") is not None:
-        gpu_seconds = float(stop["gpu_seconds"])
+    recorded = None if stop is None or stop["event"] != "end" else \
+        next((stop[k] for k in ("compute_seconds", "gpu_seconds") if stop.get(k) is not None),
+             None)
+    if recorded is not None:
+        compute_seconds = float(recorded)
     else:
         seen = [float(e.get("seconds") or 0.0) for e in rec["epochs"].values()]
         if stop is not None and stop.get("seconds") is not None:
             seen.append(float(stop["seconds"]))
-        gpu_seconds = share * max(seen, default=0.0)
+        compute_seconds = share * max(seen, default=0.0)
     epochs = len(history)
     if stop is not None and stop["event"] == "end" and not history:
         epochs = int(stop.get("epochs") or 0)
@@ -174,8 +178,10 @@ def _row(folder: Path, tid: str, rec: dict[str, Any], params: tuple[str, ...]) -
         "best_epoch": int(history[best_i]["epoch"]) if best_i is not None else None,
         "last_val_iou": ious[-1] if ious else _num((stop or {}).get("last_val_iou")),
         "val_iou_history": ious,
-        "gpu_seconds": gpu_seconds,
-        "seconds_per_epoch": gpu_seconds / epochs if epochs else None,
+        "compute_seconds": compute_seconds,
+        "compute_unit": unit,
+        "gpu_seconds": compute_seconds,  # deprecated alias of compute_seconds (one release)
+        "seconds_per_epoch": compute_seconds / epochs if epochs else None,
         "lr_stage1": start.get("lr_stage1"),
         "lr_stage2": start.get("lr_stage2"),
         "message": (stop or {}).get("message") or "",
@@ -201,9 +207,10 @@ def trials_frame(folder: Path, events: list[dict[str, Any]],
     """One row per started trial, in start order. Columns: ``trial_id``, ``stop_reason``
     (status, see the module docstring), ``rung``, ``epochs`` (epochs run), ``best_val_iou``,
     ``best_epoch``, ``last_val_iou``, ``val_iou_history`` (list, one value or None per epoch),
-    ``gpu_seconds`` (GPUs, else CPUs, x workers x wall seconds; so far for an unfinished
-    trial),
-    ``seconds_per_epoch``, ``lr_stage1``, ``lr_stage2``, ``message``, ``restored``,
+    ``compute_seconds`` (GPUs, else CPUs, x workers x wall seconds; so far for an unfinished
+    trial), ``compute_unit`` (``gpu`` or ``cpu``: what ``compute_seconds`` counts),
+    ``gpu_seconds`` (deprecated: the same figure under its old name, also on a CPU-only run;
+    removed in the next release), ``seconds_per_epoch``, ``lr_stage1``, ``lr_stage2``, ``message``, ``restored``,
     ``trial_dir``, ``started``, one column per searched param, ``<val key>_at_best`` (the
     validation metrics at the best epoch), ``last_<key>`` (the last value recorded of each other
     metric), ``history`` (the rows, list of dicts) and ``config`` (the complete TrainConfig
@@ -211,12 +218,14 @@ def trials_frame(folder: Path, events: list[dict[str, Any]],
     """
     rows = [_row(folder, tid, rec, params) for tid, rec in _group(events).items()]
     columns = ["trial_id", "stop_reason", "rung", "epochs", "best_val_iou", "best_epoch",
-               "last_val_iou", "val_iou_history", "gpu_seconds", "seconds_per_epoch",
+               "last_val_iou", "val_iou_history", "compute_seconds", "compute_unit",
+               "gpu_seconds", "seconds_per_epoch",
                "lr_stage1", "lr_stage2", "message", "restored", "trial_dir", "started",
                *params, *(f"{k}_at_best" for k in VAL_KEYS), *(f"last_{k}" for k in LAST_KEYS),
                "history", "config"]
     frame = pd.DataFrame(rows, columns=columns)
-    for col in ("best_val_iou", "last_val_iou", "gpu_seconds", "seconds_per_epoch"):
+    for col in ("best_val_iou", "last_val_iou", "compute_seconds", "gpu_seconds",
+                "seconds_per_epoch"):
         frame[col] = pd.to_numeric(frame[col]).astype(float)
     for col in ("rung", "best_epoch", "epochs"):
         frame[col] = pd.to_numeric(frame[col]).astype("Int64")  # integers with missing values

@@ -23,7 +23,8 @@ def train_parser() -> Parser:
                         help="train into a --checkpoint-dir that already holds a run")
     parser.add_argument("--tracking-uri", default=None,
                         help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI; none = no MLflow)")
-    parser.add_argument("--experiment", default="camotune", help="MLflow experiment name")
+    parser.add_argument("--experiment", default="camotune",
+                        help="MLflow experiment name (default: %(default)s)")
     add_config_arguments(parser)
     return parser
 

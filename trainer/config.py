@@ -102,7 +102,8 @@ class TrainConfig:
     amp: str = _f("auto", "mixed precision (auto: bf16 or fp16 on a GPU, off on the CPU)",
                   choices=("auto", "bf16", "fp16", "off"))
     device: str = _f("auto", "where to train", choices=("auto", "cpu", "cuda"))
-    threads: int = _f(0, "torch CPU threads (0 = all available)")
+    threads: int = _f(0, "torch CPU threads (0 = the cores this process may use: its CPU "
+                         "affinity, capped by a cgroup CPU quota; not every core of the machine)")
     compile: bool = _f(False, "torch.compile the model (GPU; first epoch pays the compile)")
     seed: int = _f(42, "random seed (data order, augmentation, initialisation)")
     workers_per_trial: int = _f(1, "data-parallel (DDP) workers for this run")
@@ -125,6 +126,13 @@ class TrainConfig:
     def stage2_batch(self) -> int:
         """Stage-2 micro-batch: ``--stage2-batch-size``, or ``--batch-size`` when it is 0."""
         return self.stage2_batch_size or self.batch_size
+
+    @property
+    def resolved_threads(self) -> int:
+        """torch CPU threads: ``--threads``, or the cores this process may use when it is 0."""
+        from camotune.trainer.cpus import available_cpus
+
+        return self.threads or available_cpus()
 
     def stage_of_epoch(self, epoch: int) -> int:
         """Stage (1 or 2) of a 1-based epoch number."""

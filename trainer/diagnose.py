@@ -6,12 +6,17 @@ Checks (each PASS / WARN / FAIL with its figures as flat keys):
 - ``loss``: the training loss and its terms are finite;
 - ``gradient_flow``: every trainable parameter gets a finite gradient, in stage 1 (backbone
   frozen) and stage 2 (all trainable);
-- ``lr_scaling``: the LR against a reference config's, by the linear and the square-root rules;
+- ``lr_scaling`` (stage 1) and ``lr_scaling_stage2`` (stage 2's micro-batch and LR, when the
+  run has a stage 2): the LR against a reference config's, scaled to the stage's effective
+  batch by the rule that fits the optimizer (AdamW: square root; see `LR_RULES`). PASS within
+  [0.5x, 2x] of that rule's recommendation, WARN beyond it but not past the other rule's
+  recommendation (the linear one for AdamW), FAIL further out;
 - ``ema_horizon``: the share of its starting weights the EMA still holds at the end of stage 1;
 - ``optimizer_steps``: optimizer steps per epoch and in total, warmup as a share of them, and
   small stage-2 micro-batches with BatchNorm layers.
 
-The probe batch is 2 images at 64 px with the config's backbone, randomly initialised unless
+Each check is reported on stderr as it finishes; the table (or ``--json``) goes to stdout at the
+end. The probe batch is 2 images at 64 px with the config's backbone, randomly initialised unless
 ``--pretrained-path`` is given (a hub download would not be "seconds").
 """
 
@@ -20,7 +25,8 @@ from __future__ import annotations
 import json
 import math
 import sys
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -54,29 +60,60 @@ def worst(statuses: Sequence[str]) -> str:
 
 # -- the arithmetic checks (no model needed) ----------------------------------------------------
 
+# The batch-size scaling rule each optimizer follows: the square root for Adam-family optimizers
+# (their update size is normalised by the gradient's second moment), linear for SGD. camotune
+# trains with AdamW only (trainer/optim.py).
+LR_RULES = {"adamw": "sqrt", "sgd": "linear"}
+OPTIMIZER = "adamw"
+RULE_NAMES = {"sqrt": "square-root", "linear": "linear"}
+OPTIMIZER_NAMES = {"adamw": "AdamW", "sgd": "SGD"}
+
+
 def lr_scaling_check(cfg: TrainConfig, *, ref_batch: int, ref_accumulation: int,
-                     ref_lr: float) -> Check:
-    """The stage-1 LR against the reference's, scaled to this config's effective batch."""
-    eff = cfg.effective_batch(1)
+                     ref_lr: float, stage: int = 1, optimizer: str = OPTIMIZER) -> Check:
+    """The LR of ``stage`` against the reference's, scaled to the stage's effective batch.
+
+    The range is centred on the rule of ``optimizer`` (`LR_RULES`): PASS when the LR lies
+    within [0.5x, 2x] of that rule's recommendation; WARN when it lies outside that but still
+    between it and the other rule's recommendation; FAIL beyond. Figures (flat):
+    ``recommended_lr_linear``, ``recommended_lr_sqrt``, ``ratio_linear``, ``ratio_sqrt``
+    (recommendation / LR: 40 means "40x too small"), ``rule`` (the rule chosen),
+    ``recommended_lr``, ``ratio``, ``safe_low``, ``safe_high``, ``warn_low``, ``warn_high``.
+    """
+    eff = cfg.effective_batch(stage)
     ref_eff = ref_batch * ref_accumulation
-    lr = cfg.resolved_lr(1)
-    rec_linear = ref_lr * eff / ref_eff
-    rec_sqrt = ref_lr * math.sqrt(eff / ref_eff)
-    low, high = 0.5 * min(rec_linear, rec_sqrt), 2.0 * max(rec_linear, rec_sqrt)
-    status = "PASS" if low <= lr <= high else "FAIL"
+    lr = cfg.resolved_lr(stage)
+    recs = {"linear": ref_lr * eff / ref_eff, "sqrt": ref_lr * math.sqrt(eff / ref_eff)}
+    rule = LR_RULES[optimizer]
+    other = "linear" if rule == "sqrt" else "sqrt"
+    rec, rec_other = recs[rule], recs[other]
+    safe_low, safe_high = 0.5 * rec, 2.0 * rec
+    warn_low, warn_high = min(safe_low, rec_other), max(safe_high, rec_other)
+    if safe_low <= lr <= safe_high:
+        status = "PASS"
+    elif warn_low <= lr <= warn_high:
+        status = "WARN"
+    else:
+        status = "FAIL"
     figures = {
-        "lr": lr, "effective_batch": eff, "reference_lr": ref_lr,
-        "reference_effective_batch": ref_eff,
-        "recommended_lr_linear": rec_linear, "recommended_lr_sqrt": rec_sqrt,
-        "ratio_linear": rec_linear / lr, "ratio_sqrt": rec_sqrt / lr,
+        "stage": stage, "lr": lr, "effective_batch": eff, "reference_lr": ref_lr,
+        "reference_effective_batch": ref_eff, "optimizer": optimizer, "rule": rule,
+        "recommended_lr_linear": recs["linear"], "recommended_lr_sqrt": recs["sqrt"],
+        "ratio_linear": recs["linear"] / lr, "ratio_sqrt": recs["sqrt"] / lr,
+        "recommended_lr": rec, "ratio": rec / lr, "safe_low": safe_low, "safe_high": safe_high,
+        "warn_low": warn_low, "warn_high": warn_high,
     }
-    msg = (f"LR {lr:.3g} at effective batch {eff} against LR {ref_lr:.3g} at {ref_eff}: "
-           f"the linear rule recommends {rec_linear:.3g} ({_times(rec_linear / lr)}), the "
-           f"square-root rule {rec_sqrt:.3g} ({_times(rec_sqrt / lr)}); Adam-family optimizers "
-           "such as AdamW follow the square-root rule")
-    if status == "FAIL":
-        msg += f"; outside the safe range [{low:.3g}, {high:.3g}]"
-    return Check("lr_scaling", status, msg, figures)
+    name = RULE_NAMES[rule]
+    msg = (f"stage {stage}: LR {lr:.3g} at effective batch {eff} against LR {ref_lr:.3g} at "
+           f"{ref_eff}: {OPTIMIZER_NAMES[optimizer]} follows the "
+           f"{name} rule, which recommends {rec:.3g} ({_times(rec / lr)}); the "
+           f"{RULE_NAMES[other]} rule would give {rec_other:.3g}")
+    if status == "WARN":
+        msg += (f"; outside [0.5x, 2x] of the {name} recommendation ({safe_low:.3g}-"
+                f"{safe_high:.3g}), within reach of the {RULE_NAMES[other]} one")
+    elif status == "FAIL":
+        msg += f"; outside the tolerated range [{warn_low:.3g}, {warn_high:.3g}]"
+    return Check("lr_scaling" if stage == 1 else "lr_scaling_stage2", status, msg, figures)
 
 
 def _times(ratio: float) -> str:
@@ -157,27 +194,52 @@ def count_train_images(cfg: TrainConfig) -> tuple[int, str]:
 
 
 def run_checks(cfg: TrainConfig, *, ref_batch: int = 2, ref_accumulation: int = 4,
-               ref_lr: float = 2.5e-4) -> list[Check]:
-    """All checks for ``cfg`` (the model probe included)."""
+               ref_lr: float = 2.5e-4,
+               progress: Callable[[str], None] | None = None) -> list[Check]:
+    """All checks for ``cfg`` (the model probe included). ``progress`` receives one line when
+    the model probe starts and one per check as it finishes."""
     from camotune.trainer.probe import probe_model
 
+    say = progress or (lambda line: None)
+    done: list[Check] = []
+
+    def finished(checks: Sequence[Check], took: str = "") -> None:
+        for i, c in enumerate(checks):
+            done.append(c)
+            say(f"{c.status:<4} {c.name}" + (took if i == 0 else ""))
+
     n_train, source = count_train_images(cfg)
+    say(f"model probe: {cfg.backbone}, 2 images at {PROBE_SIZE} px, stages 1 and 2 ...")
+    t = time.perf_counter()
     model_checks, has_bn = probe_model(cfg, size=PROBE_SIZE)
+    finished(model_checks, f" (probe took {time.perf_counter() - t:.1f} s)")
+    for stage in (1, 2) if cfg.stage2_epochs > 0 else (1,):
+        finished([lr_scaling_check(cfg, ref_batch=ref_batch, ref_accumulation=ref_accumulation,
+                                   ref_lr=ref_lr, stage=stage)])
+    finished([ema_horizon_check(cfg, n_train)])
     steps = optimizer_steps_check(cfg, n_train, has_batchnorm=has_bn)
     steps.message += f" ({source})"
-    return [*model_checks,
-            lr_scaling_check(cfg, ref_batch=ref_batch, ref_accumulation=ref_accumulation,
-                             ref_lr=ref_lr),
-            ema_horizon_check(cfg, n_train), steps]
+    finished([steps])
+    return done
+
+
+def _progress(line: str) -> None:
+    print(f"diagnose: {line}", file=sys.stderr, flush=True)
 
 
 def diagnose_main(argv: Sequence[str]) -> int:
     parser = Parser(prog="camotune diagnose",
                     description="Pre-flight checks of a training config (seconds on the CPU).")
-    parser.add_argument("--reference-batch-size", type=int, default=2)
-    parser.add_argument("--reference-accumulation-steps", type=int, default=4)
-    parser.add_argument("--reference-lr", type=float, default=2.5e-4)
-    parser.add_argument("--json", action="store_true", help="machine-readable output on stdout")
+    parser.add_argument("--reference-batch-size", type=int, default=2, metavar="N",
+                        help="micro-batch of the reference config whose LR is known to work "
+                             "(default: %(default)s, the original training script's)")
+    parser.add_argument("--reference-accumulation-steps", type=int, default=4, metavar="N",
+                        help="accumulation steps of the reference config (default: "
+                             "%(default)s; effective batch = batch x accumulation)")
+    parser.add_argument("--reference-lr", type=float, default=2.5e-4, metavar="LR",
+                        help="the reference config's LR (default: %(default)s)")
+    parser.add_argument("--json", action="store_true",
+                        help="machine-readable output on stdout (progress stays on stderr)")
     add_config_arguments(parser)
     args = parser.parse_args(list(argv))
     if args.reference_batch_size < 1 or args.reference_accumulation_steps < 1:
@@ -189,7 +251,7 @@ def diagnose_main(argv: Sequence[str]) -> int:
         cfg = replace(cfg, pretrained=False)
     checks = run_checks(cfg, ref_batch=args.reference_batch_size,
                         ref_accumulation=args.reference_accumulation_steps,
-                        ref_lr=args.reference_lr)
+                        ref_lr=args.reference_lr, progress=_progress)
     status = worst([c.status for c in checks])
     if args.json:
         json.dump({"status": status, "checks": [c.as_dict() for c in checks]}, sys.stdout,
@@ -197,7 +259,7 @@ def diagnose_main(argv: Sequence[str]) -> int:
         sys.stdout.write("\n")
     else:
         for c in checks:
-            print(f"{c.status:<4}  {c.name:<16} {c.message}")
+            print(f"{c.status:<4}  {c.name:<17} {c.message}")
         print(f"{status}")
     if status == "FAIL":
         failed = ", ".join(c.name for c in checks if c.status == "FAIL")

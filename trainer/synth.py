@@ -218,12 +218,13 @@ def synth_main(argv: Sequence[str]) -> int:
     parser = Parser(prog="camotune synth",
                     description="Write a synthetic camouflage dataset in the COD10K-v3 layout.")
     parser.add_argument("out", help="output folder (absent or empty, unless --force)")
-    parser.add_argument("--train", type=int, default=100, help="camouflaged training scenes")
-    parser.add_argument("--test", type=int, default=50, help="camouflaged test scenes (0: none)")
-    parser.add_argument("--size", type=int, default=64, help="image side in pixels")
-    parser.add_argument("--seed", type=int, default=0, help="random seed")
+    parser.add_argument("--train", type=int, default=100, help="camouflaged training scenes (default: %(default)s)")
+    parser.add_argument("--test", type=int, default=50, help="camouflaged test scenes, 0 = none (default: %(default)s)")
+    parser.add_argument("--size", type=int, default=64, help="image side in pixels (default: %(default)s)")
+    parser.add_argument("--seed", type=int, default=0, help="random seed (default: %(default)s)")
     parser.add_argument("--difficulty", type=float, default=DEFAULT_DIFFICULTY,
-                        help="0 = object stands out ... 1 = same texture statistics")
+                        help="0 = object stands out ... 1 = same texture statistics "
+                             "(default: %(default)s)")
     parser.add_argument("--noncam", type=int, default=None,
                         help="NonCAM scenes per split (default: one per ten, at least one)")
     parser.add_argument("--force", action="store_true",

@@ -7,11 +7,11 @@ import io
 import json
 import math
 from pathlib import Path
-from typing import Any
 
 import pandas as pd
 import pytest
 import yaml
+from sweep_files import SPACE, Events, write_sweep
 
 from camotune.cli import main
 from camotune.errors import BadInput
@@ -19,71 +19,8 @@ from camotune.results import leaderboard
 from camotune.results.collapse import attribution_table, collapse_report, design_levels
 from camotune.results.export import exported_config, pick, render
 from camotune.results.read import load_sweep
-from camotune.search.settings import SweepSettings
 from camotune.spaces import Space, load_space
 from camotune.trainer.config import TrainConfig, from_dict, to_dict
-from camotune.trainer.history import HistoryWriter
-
-SPACE = {"name": "fake", "description": "a sampled space",
-         "params": {"lr": {"type": "loguniform", "low": 1e-4, "high": 1e-2},
-                    "batch_size": {"type": "choice", "values": [4, 8, 16]}},
-         "fixed": {"epochs": 6, "stage1_epochs": 4}}
-
-
-def write_sweep(root: Path, space: Space, *, scheduler: str = "asha") -> Path:
-    """A sweep folder with sweep.yaml written as `camotune sweep` writes it."""
-    base = TrainConfig(dataset_path="/data/cod", backbone="edgenext_xx_small", pretrained=False)
-    settings = SweepSettings(name="fake", storage_path=str(root), space=space,
-                             space_source="fake", base=base, scheduler=scheduler)
-    folder = root / "fake"
-    folder.mkdir(parents=True)
-    (folder / "sweep.yaml").write_text(yaml.safe_dump(settings.to_dict(), sort_keys=False))
-    return folder
-
-
-class Events:
-    """Writes trials.jsonl lines and history.csv files the way the driver and trials do."""
-
-    def __init__(self, folder: Path, space: Space) -> None:
-        self.folder, self.space, self.t = folder, space, 1000.0
-        self.base = TrainConfig(dataset_path="/data/cod", backbone="edgenext_xx_small",
-                                pretrained=False)
-
-    def _line(self, event: dict[str, Any], text: str | None = None) -> None:
-        self.t += 1.0
-        with (self.folder / "trials.jsonl").open("a") as fh:
-            fh.write((text if text is not None else json.dumps({"time": self.t, **event})) + "\n")
-
-    def start(self, tid: str, params: dict[str, Any], *, restored: bool = False) -> None:
-        cfg = self.space.apply(self.base, params)
-        cfg = from_dict({"checkpoint_dir": str(self.folder / "trials" / tid), "threads": 1}, cfg)
-        (self.folder / "trials" / tid).mkdir(parents=True, exist_ok=True)
-        self._line({"event": "start", "trial_id": tid, "params": params, "config": to_dict(cfg),
-                    "trial_dir": f"trials/{tid}", "lr_stage1": cfg.resolved_lr(1),
-                    "lr_stage2": cfg.resolved_lr(2), "restored": restored,
-                    "resources": {"cpu": 2.0, "gpu": 0.0}})
-
-    def epochs(self, tid: str, ious: list[float | None], *, history: bool = True,
-               ema: list[float] | None = None, first: int = 1) -> None:
-        path = self.folder / "trials" / tid / "history.csv"
-        writer = HistoryWriter(path, keep_until=first - 1) if history else None
-        for i, iou in enumerate(ious):
-            n = first + i
-            m = {"epoch": n, "stage": 1 if n <= 4 else 2, "val_iou": iou, "val_iou_raw": iou,
-                 "val_iou_ema": None if ema is None else ema[i], "best_val_iou": iou,
-                 "train_loss": 1.0 / n, "val_dice": None if iou is None else iou + 0.1}
-            if writer is not None:
-                writer.append(m)
-            self._line({"event": "epoch", "trial_id": tid, "epoch": n, "metrics": m,
-                        "seconds": 10.0 * n})
-
-    def end(self, tid: str, reason: str, epochs: int, *, rung: int | None = None) -> None:
-        self._line({"event": "end", "trial_id": tid, "stop_reason": reason, "rung": rung,
-                    "epochs": epochs, "best_val_iou": None, "last_val_iou": None,
-                    "gpu_seconds": 20.0 * epochs, "message": "", "evidence": {}})
-
-    def raw(self, text: str) -> None:
-        self._line({}, text)
 
 
 @pytest.fixture
@@ -118,8 +55,10 @@ def test_statuses_histories_and_torn_line(sampled: tuple[Path, Events]) -> None:
     assert df.loc["t2", "val_iou_history"] == [0.05, 0.6, 0.55]  # from trials.jsonl
     assert df.loc["t2", "epochs"] == 3 and df.loc["t2", "best_val_iou"] == 0.6
     assert df.loc["t2", "best_epoch"] == 2 and df.loc["t2", "last_val_iou"] == 0.55
-    assert df.loc["t2", "gpu_seconds"] == 2.0 * 30.0  # CPUs x seconds so far
-    assert df.loc["t1", "rung"] == 2 and df.loc["t1", "gpu_seconds"] == 40.0
+    assert df.loc["t2", "compute_seconds"] == 2.0 * 30.0  # CPUs x seconds so far
+    assert df.loc["t1", "rung"] == 2 and df.loc["t1", "compute_seconds"] == 40.0
+    assert set(df["compute_unit"]) == {"cpu"}  # resources {cpu: 2, gpu: 0}
+    assert df["gpu_seconds"].equals(df["compute_seconds"])  # the deprecated alias
     assert math.isnan(df.loc["t3", "best_val_iou"]) and df.loc["t3", "epochs"] == 1
     assert df.loc["t4", "epochs"] == 0 and df.loc["t4", "val_iou_history"] == []
     assert df.loc["t0", "lr"] == 1e-3 and df.loc["t0", "batch_size"] == 4
@@ -167,8 +106,8 @@ def test_leaderboard_order_json_csv(sampled: tuple[Path, Events]) -> None:
     assert [r["rank"] for r in recs] == [1, 2, 3, None, None]
     for r in recs:
         for key in ("trial_id", "stop_reason", "rung", "epochs", "best_val_iou",
-                    "last_val_iou", "val_iou_history", "gpu_seconds", "config", "lr_stage1",
-                    "lr_stage2"):
+                    "last_val_iou", "val_iou_history", "compute_seconds", "compute_unit",
+                    "gpu_seconds", "config", "lr_stage1", "lr_stage2"):
             assert key in r
         assert set(r["config"]) == set(to_dict(TrainConfig(backbone="edgenext_xx_small")))
     json.loads(leaderboard.to_json(sweep))  # strict JSON: no NaN
@@ -192,6 +131,7 @@ def test_results_command_formats_and_bad_folder(sampled, tmp_path: Path, capsys)
     assert main(["results", str(folder)]) == 0
     out = capsys.readouterr().out
     assert "running 2" in out and "t3" in out
+    assert "cpu_seconds" in out.splitlines()[3] and "gpu_seconds" not in out
     assert "separates collapsed and diverged" in out  # t3 diverged
     assert main(["results", str(tmp_path / "nowhere")]) == 2
     (tmp_path / "plain").mkdir()
@@ -257,40 +197,3 @@ def test_attribution_table_from_a_design_sweep(tmp_path: Path) -> None:
     report = collapse_report(sweep)
     assert report is not None and "### final IoU (`final_iou`)" in report
     assert "Largest estimates, without CIs: batch_size -0.400" in report
-
-
-@pytest.mark.slow
-def test_plots_importance_rung_bias_and_edge_warning(tmp_path: Path) -> None:
-    """Ten trials, val_iou planted on the LR alone (best near the top of the range), half of
-    them stopped at the first rung: every plot is written, fANOVA ranks the LR first, and the
-    best trial's LR at the edge of its range is reported."""
-    from camotune.results.plots import write_plots
-
-    space = Space.from_dict(SPACE)
-    folder = write_sweep(tmp_path, space)
-    ev = Events(folder, space)
-    for i in range(10):
-        lr = 1e-4 * 10 ** (2 * i / 9)  # 1e-4 ... 1e-2, log-spaced
-        tid = f"t{i}"
-        ev.start(tid, {"lr": lr, "batch_size": (4, 8, 16)[i % 3]})
-        top = 0.05 + 0.05 * i
-        if i < 5:
-            ev.epochs(tid, [top / 2, top])
-            ev.end(tid, "asha_stopped", 2, rung=2)
-        else:
-            ev.epochs(tid, [top / 2, top, top, top, top, top])
-            ev.end(tid, "completed", 6)
-    sweep = load_sweep(folder)
-    written, notes = write_plots(sweep, tmp_path / "plots")
-    assert set(written) == {"learning_curves", "params_vs_iou", "importance", "rung_bias",
-                            "compute"}
-    for path in written.values():
-        assert path.stat().st_size > 5_000
-    from camotune.results.importance import param_importances, rung_groups
-
-    imp = param_importances(sweep)
-    assert max(imp, key=imp.get) == "lr" and sum(imp.values()) == pytest.approx(1.0)
-    judged, passed = rung_groups(sweep)
-    assert len(judged) == 10 and int(passed.sum()) == 5
-    assert any("lr=0.01 sits at the high edge" in n for n in notes)
-    assert not any("skipped" in n for n in notes)

@@ -51,7 +51,9 @@ def test_sweep_end_writes_the_results_files(smoke: Path) -> None:
     assert list(best) == sorted(best, reverse=True)
     cfg = load_yaml(str(smoke / "best_config.yaml"))
     assert cfg.epochs == 6 and cfg.img_size == 64
-    line = (smoke / "best_command.txt").read_text().strip()
+    text = (smoke / "best_command.txt").read_text()
+    assert text.endswith("\n") and text.count("\n") == 1  # one line, newline-terminated
+    line = text.strip()
     assert line.startswith("camotune train ") and f"--threads {cfg.threads}" in line
     for name in ("learning_curves", "params_vs_iou", "compute"):
         assert (smoke / "plots" / f"{name}.png").stat().st_size > 5_000
@@ -72,7 +74,8 @@ def test_results_json_and_plots(smoke: Path, tmp_path: Path, capsys) -> None:
         assert row["val_iou_history"] == [r["val_iou"] for r in history][:row["epochs"]]
         assert row["best_val_iou"] == max(v for v in row["val_iou_history"] if v is not None)
         assert from_dict(row["config"]).epochs == 6
-        assert row["gpu_seconds"] > 0 and row["lr_stage1"] > 0
+        assert row["compute_seconds"] > 0 and row["lr_stage1"] > 0
+        assert row["compute_unit"] == "cpu" and row["gpu_seconds"] == row["compute_seconds"]
         if row["stop_reason"] == "asha_stopped":
             assert row["rung"] == 2 and row["epochs"] == 2
     for name in PLOTS:
