@@ -97,12 +97,19 @@ def _acting(fit: Fit, indices: list[int], terms: list[dict[str, Any]]) -> tuple[
                    "so their single effects add up.")
 
 
+def _alias_text(row: dict[str, Any]) -> str:
+    partners = row["aliased_with"]
+    if len(partners) == 1:
+        return f"{row['term']} = {partners[0]}"
+    return (f"{row['term']} is a combination of " + ", ".join(p.lstrip("-") for p in partners)
+            + " (missing trials)")
+
+
 def _unknowns(fit: Fit, terms: list[dict[str, Any]], lof: dict[str, Any]) -> list[str]:
     out = []
     dropped = [r for r in terms if r.get("dropped")]
     if dropped:
-        out.append("aliased terms: " + "; ".join(
-            f"{r['term']} = {' = '.join(r['aliased_with'])}" for r in dropped))
+        out.append("aliased terms: " + "; ".join(_alias_text(r) for r in dropped))
     clouded = [f"{r['term']} = {' = '.join(r['aliased_with'][:2])}" for r in terms
                if not r.get("dropped") and r["aliased_with"]]
     if clouded:
@@ -113,6 +120,9 @@ def _unknowns(fit: Fit, terms: list[dict[str, Any]], lof: dict[str, Any]) -> lis
                    "(missing, not substituted); effects there are fitted")
     if fit.n_missing:
         out.append(f"{fit.n_missing} trial(s) have no value for {fit.response}")
+    if fit.results.df_resid <= 0:
+        out.append("no residual degrees of freedom (as many model terms as trials): "
+                   "fitted effects have no CI")
     if len(fit.seeds) < 2:
         out.append("one seed only: observed effects have no CI, and seed-to-seed spread is unknown")
     if lof["reason"]:
@@ -129,15 +139,21 @@ def verdict(fit: Fit, the_gap: Gap, terms: list[dict[str, Any]],
             lof: dict[str, Any]) -> dict[str, Any]:
     """``{text, set, joint, observed_share, confirmed, cannot_decide}``: the plain-text
     verdict and its parts (``set`` None when there is no gap or no set passes)."""
-    ref = the_gap.observed if the_gap.observed is not None else the_gap.fitted
-    kind = "observed" if the_gap.observed is not None else "fitted"
-    lines = [f"{fit.response}: the gap (good - bad) is {_fmt(ref.value)}, {kind}, CI {_ci(ref)}."]
+    obs = the_gap.observed
+    first = f"{fit.response}: the gap (good - bad) is "
+    if obs is not None:
+        first += f"{_fmt(obs.value)} observed over {obs.n_seeds} seed(s), CI {_ci(obs)}; "
+    lines = [first + f"{_fmt(the_gap.fitted.value)} fitted, CI {_ci(the_gap.fitted)}."]
+    # the observed interval when there is one (two or more seeds), else the model's
+    ref = obs if obs is not None and math.isfinite(obs.low) else the_gap.fitted
     unknowns = _unknowns(fit, terms, lof)
     out: dict[str, Any] = {"set": None, "joint": None, "observed_share": None,
                            "confirmed": None}
-    if not (math.isfinite(ref.low) and (ref.low > 0 or ref.high < 0)):
+    if not math.isfinite(ref.low):
+        lines.append("The gap has no CI, so no verdict can be drawn.")
+    elif not (ref.low > 0 or ref.high < 0):
         lines.append("The data do not show a gap between the good and the bad run (its CI "
-                     "includes 0 or is unknown), so there is nothing to attribute.")
+                     "includes 0), so there is nothing to attribute.")
     else:
         found = find_revert_set(fit, 1.0 if ref.value > 0 else -1.0)
         if found is None:

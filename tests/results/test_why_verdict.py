@@ -90,3 +90,12 @@ def test_no_response_is_bad_input():
     frame = simulate(needs_both, full_cells(ABCD), (0,), np.random.default_rng(6))
     with pytest.raises(BadInput, match="no response"):
         why_report(frame, ABCD, [])
+
+
+def test_one_seed_falls_back_on_the_model_for_the_gap_and_says_so():
+    frame = simulate(needs_both, full_cells(ABCD), (0,), np.random.default_rng(7), noise=0.01)
+    r = analyse_response(frame, ABCD, "y")
+    d = r["verdict_detail"]
+    assert r["gap"]["observed_ci"] == [None, None] or np.isnan(r["gap"]["observed_ci"][0])
+    assert d["set"] == ["A", "B"] and d["joint"] is True
+    assert any("one seed only" in u for u in d["cannot_decide"])
