@@ -25,8 +25,9 @@ __all__ = ["lack_of_fit"]
 
 
 def lack_of_fit(fit: Fit) -> dict[str, Any]:
-    """``{F, p, dof: [lack-of-fit dof, pure-error dof], pure_error_dof, left_out, reason}``;
-    ``left_out`` lists the left-out effects the cells can estimate, in alias groups."""
+    """``{F, p, dof: [lack-of-fit dof, pure-error dof], pure_error_dof, left_out, reason,
+    nothing_left_out}``; ``left_out`` lists the left-out effects the cells can estimate, in
+    alias groups; ``nothing_left_out`` is True for one or two factors (the model is complete)."""
     data = fit.data
     blocks = " + C(seed)" if len(fit.seeds) > 1 else ""
     with warnings.catch_warnings(), np.errstate(divide="ignore", invalid="ignore"):
@@ -36,10 +37,14 @@ def lack_of_fit(fit: Fit) -> dict[str, Any]:
     lof_dof = round(fit.results.df_resid - full.df_resid)
     out: dict[str, Any] = {"F": math.nan, "p": math.nan, "dof": [lof_dof, pure],
                            "pure_error_dof": pure, "left_out": left_out_groups(fit),
-                           "reason": ""}
+                           "reason": "", "nothing_left_out": False}
     if pure <= 0:
         out["reason"] = ("no replicates: the pure-error dof is 0, so the left-out terms "
                          "cannot be tested (run more seeds)")
+        return out
+    if lof_dof <= 0 and fit.k <= 2:
+        out["reason"] = "nothing is left out: the model holds every effect of the factors"
+        out["nothing_left_out"] = True
         return out
     if lof_dof <= 0:
         out["reason"] = ("the model uses every cell: nothing left out can be tested "

@@ -125,7 +125,7 @@ def _unknowns(fit: Fit, terms: list[dict[str, Any]], lof: dict[str, Any]) -> lis
                    "fitted effects have no CI")
     if len(fit.seeds) < 2:
         out.append("one seed only: observed effects have no CI, and seed-to-seed spread is unknown")
-    if lof["reason"]:
+    if lof["reason"] and not lof.get("nothing_left_out"):
         out.append("lack of fit: " + lof["reason"])
     elif math.isfinite(lof["p"]) and lof["p"] < fit.alpha:
         groups = describe(lof["left_out"]) or "higher-order effects"

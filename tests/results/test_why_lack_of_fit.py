@@ -54,3 +54,10 @@ def test_left_out_terms_of_a_half_fraction_are_named_in_alias_pairs():
     assert lof["dof"][0] == 10 and len(lof["left_out"]) == 10
     assert ["A:B:C", "D:E:F"] in lof["left_out"]
     assert all(len(group) == 2 for group in lof["left_out"])
+
+
+def test_two_factors_leave_nothing_out():
+    frame = simulate(lambda c: 0.3 - 0.1 * c["A"], full_cells(["A", "B"]), (0, 1),
+                     np.random.default_rng(5))
+    lof = lack_of_fit(fit_response(frame, ["A", "B"], "y"))
+    assert lof["nothing_left_out"] and lof["dof"] == [0, 3] and math.isnan(lof["F"])
