@@ -116,11 +116,16 @@ class MlflowServer:
         return MlflowClient(tracking_uri=self.uri)
 
     def start(self) -> None:
-        """Start the server and wait until ``/health`` answers."""
+        """Start the server; return once ``/health`` and one API call have answered."""
         with self.log.open("a") as out:
             self.proc = subprocess.Popen(self.command, stdout=out, stderr=subprocess.STDOUT,
                                          env=self.env, cwd=self.folder, start_new_session=True)
         wait_until(lambda: healthy(self.uri), self.proc, self.log, f"mlflow server on {self.uri}")
+        # /health answers before the tracking store is loaded; the first API call loads it,
+        # which can take longer than a client's reachability check on a busy machine.
+        with urllib.request.urlopen(f"{self.uri}/api/2.0/mlflow/experiments/search?"
+                                    "max_results=1", timeout=SERVER_START_TIMEOUT_S):
+            pass
 
     def stop(self) -> None:
         if self.proc is not None:

@@ -251,7 +251,8 @@ def test_mlflow_server_reads_the_settings_compose_passes() -> None:
 
     envvars = {p.envvar for p in server.params if getattr(p, "envvar", None)}
     flags = {opt for p in server.params for opt in p.opts}
-    assert {"MLFLOW_BACKEND_STORE_URI", "MLFLOW_ARTIFACTS_DESTINATION", "MLFLOW_SERVER_ALLOWED_HOSTS"} <= envvars
+    assert {"MLFLOW_BACKEND_STORE_URI", "MLFLOW_ARTIFACTS_DESTINATION", "MLFLOW_SERVER_ALLOWED_HOSTS",
+            "MLFLOW_WORKERS"} <= envvars
     assert {"--host", "--port", "--serve-artifacts"} <= flags
 
 

@@ -29,7 +29,7 @@ from camotune.trainer.history import read_history
 pytestmark = pytest.mark.slow
 
 CLI = [sys.executable, "-m", "camotune"]
-NUM_SAMPLES = 4
+NUM_SAMPLES = 3
 EXPERIMENT = "stack"
 SWEEP_TIMEOUT_S = 600
 
