@@ -24,8 +24,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 SERVER_START_TIMEOUT_S = 120  # mlflow: ~8 s on an idle machine; much longer on a loaded 2-core one
-PG_BIN_DIRS = ("/usr/lib/postgresql/17/bin", "/usr/lib/postgresql/16/bin",
-               "/usr/lib/postgresql/15/bin")
 
 
 def free_port() -> int:
@@ -115,12 +113,15 @@ class MlflowServer:
 
         return MlflowClient(tracking_uri=self.uri)
 
-    def start(self) -> None:
-        """Start the server; return once ``/health`` and one API call have answered."""
+    def start(self, api_call: bool = True) -> None:
+        """Start the server; return once ``/health`` and (``api_call``) one API call have
+        answered."""
         with self.log.open("a") as out:
             self.proc = subprocess.Popen(self.command, stdout=out, stderr=subprocess.STDOUT,
                                          env=self.env, cwd=self.folder, start_new_session=True)
         wait_until(lambda: healthy(self.uri), self.proc, self.log, f"mlflow server on {self.uri}")
+        if not api_call:
+            return
         # /health answers before the tracking store is loaded; the first API call loads it,
         # which can take longer than a client's reachability check on a busy machine.
         with urllib.request.urlopen(f"{self.uri}/api/2.0/mlflow/experiments/search?"
@@ -157,10 +158,13 @@ def running_mlflow(backend_store_uri: str, folder: Path):
 # -- PostgreSQL -------------------------------------------------------------------------------
 
 def postgres_bin() -> Path | None:
-    """The folder holding ``initdb`` and ``postgres`` (Debian's versioned folder, else PATH)."""
-    for folder in PG_BIN_DIRS:
-        if (Path(folder) / "initdb").is_file() and (Path(folder) / "postgres").is_file():
-            return Path(folder)
+    """The folder holding ``initdb`` and ``postgres``: Debian's newest versioned folder, else
+    the one of ``initdb`` on PATH; None when PostgreSQL is not installed."""
+    folders = sorted(Path("/usr/lib/postgresql").glob("*/bin"),
+                     key=lambda p: int(p.parent.name) if p.parent.name.isdigit() else 0)
+    for folder in reversed(folders):
+        if (folder / "initdb").is_file() and (folder / "postgres").is_file():
+            return folder
     found = shutil.which("initdb")
     return Path(found).resolve().parent if found else None
 

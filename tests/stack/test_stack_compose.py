@@ -31,7 +31,7 @@ import pytest
 import yaml
 from cluster_files import DOCKER, REPO, interpolate, load_compose, read_env_file
 from ray_cluster import CLI_TIMEOUT_S, Cluster
-from servers import MlflowServer, PostgreSQL, clean_env, free_ports
+from servers import MlflowServer, PostgreSQL, clean_env, free_ports, wait_until
 
 pytestmark = pytest.mark.slow
 
@@ -113,8 +113,9 @@ def stack(tmp_path_factory: pytest.TempPathFactory, postgres: PostgreSQL):
     # when ray[client] is installed) off its default 10001.
     local = ["--temp-dir", str(cluster.temp), "--ray-client-server-port", str(client)]
     try:
-        server.start()
-        assert healthcheck(spec, mapping, clean_env())
+        server.start(api_call=False)  # ready when compose's healthcheck says so
+        wait_until(lambda: healthcheck(spec, mapping, clean_env()), server.proc, server.log,
+                   "compose's mlflow healthcheck")
         cluster.gcs, cluster.dashboard = f"127.0.0.1:{gcs}", f"http://127.0.0.1:{dash}"
         cluster.spawn("head", [*(substitute(c, mapping) for c in head["command"]), *local,
                                *cluster.agent_ports(agents[:4])], node_env(head))

@@ -3,7 +3,8 @@ artifacts (see conftest.py), driven through the command line only.
 
 One smoke sweep serves every test here: started, its driver's process group SIGKILLed once a
 trial has ended, resumed, and while the resumed sweep trains the tracking server is stopped
-and started again (same port, same store). Then: the run tree read back with MLflow's client
+and started again (same port, same store). One trial at a time, so that enough of the sweep
+is left after the restart: at its end a sweep waits only ~15 s for a server that is down. Then: the run tree read back with MLflow's client
 (one run per trial, every epoch logged), a trial's and the sweep's artifacts downloaded over
 HTTP, and ``camotune confirm`` registering the champion.
 """
@@ -77,6 +78,7 @@ def sweep(tmp_path_factory: pytest.TempPathFactory, synth_dataset: Path,
         driver = subprocess.Popen(
             [*CLI, "sweep", "--space", "smoke", "--dataset-path", str(synth_dataset),
              "--storage-path", "runs", "--num-samples", str(NUM_SAMPLES), "--name", "s",
+             "--max-concurrent", "1",
              "--tracking-uri", pg_mlflow.uri, "--experiment", EXPERIMENT],
             cwd=root, env=cli_env(root), stdout=out, stderr=subprocess.STDOUT,
             start_new_session=True)
@@ -96,14 +98,11 @@ def sweep(tmp_path_factory: pytest.TempPathFactory, synth_dataset: Path,
     try:
         wait_for(lambda: len(events(sweep_dir, "epoch")) > epochs_at_kill, resumed,
                  "the resumed sweep trained an epoch")
+        # Down while the server restarts (~10-30 s: MLflow's start-up): the trials go on.
         pg_mlflow.stop()
         down_at = len(events(sweep_dir, "epoch"))
-        try:
-            wait_for(lambda: len(events(sweep_dir, "epoch")) > down_at, resumed,
-                     "an epoch while the tracking server was down", timeout=180)
-        finally:
-            outage = len(events(sweep_dir, "epoch")) - down_at
-            pg_mlflow.start()
+        pg_mlflow.start()
+        outage = len(events(sweep_dir, "epoch")) - down_at
         resumed.wait(timeout=SWEEP_TIMEOUT_S)
     finally:
         if resumed.poll() is None:
