@@ -30,7 +30,7 @@ from camotune.trainer.history import read_history
 pytestmark = pytest.mark.slow
 
 CLI = [sys.executable, "-m", "camotune"]
-NUM_SAMPLES = 3
+NUM_SAMPLES = 6  # one at a time: ~30-50 s of sweep left when the server restarts
 EXPERIMENT = "stack"
 SWEEP_TIMEOUT_S = 600
 
@@ -90,14 +90,14 @@ def sweep(tmp_path_factory: pytest.TempPathFactory, synth_dataset: Path,
         driver.wait()
     run_map = yaml.safe_load((sweep_dir / "mlflow_runs.yaml").read_text())["trials"]
 
-    epochs_at_kill = len(events(sweep_dir, "epoch"))
+    starts_at_kill = len(events(sweep_dir, "start"))
     with (root / "resume.log").open("w") as out:
         resumed = subprocess.Popen([*CLI, "resume", "runs/s"], cwd=root, env=cli_env(root),
                                    stdout=out, stderr=subprocess.STDOUT,
                                    start_new_session=True)
     try:
-        wait_for(lambda: len(events(sweep_dir, "epoch")) > epochs_at_kill, resumed,
-                 "the resumed sweep trained an epoch")
+        wait_for(lambda: len(events(sweep_dir, "start")) > starts_at_kill, resumed,
+                 "the resumed sweep started a trial")
         # Down while the server restarts (~10-30 s: MLflow's start-up): the trials go on.
         pg_mlflow.stop()
         down_at = len(events(sweep_dir, "epoch"))
