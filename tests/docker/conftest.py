@@ -1,4 +1,4 @@
-"""Fixtures for the container and cluster file tests (see cluster_files.py)."""
+"""Fixtures for the container and cluster file tests (see tests/cluster_files.py)."""
 
 from __future__ import annotations
 

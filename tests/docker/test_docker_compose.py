@@ -228,7 +228,7 @@ def test_health_checks_gate_the_dependencies(compose: dict[str, Any]) -> None:
                 assert "healthcheck" in services[dep], f"{name} waits for {dep}'s missing health check"
     assert services["mlflow"]["depends_on"]["minio-init"]["condition"] == "service_completed_successfully"
     assert services["ray-worker"]["depends_on"]["ray-head"]["condition"] == "service_healthy"
-    assert "/health" in " ".join(services["mlflow"]["healthcheck"]["test"])
+    assert "/api/2.0/mlflow/" in " ".join(services["mlflow"]["healthcheck"]["test"])  # the store is loaded
 
 
 def test_mlflow_serves_artifacts_from_minio(compose: dict[str, Any], filled_env: dict[str, str]) -> None:
@@ -251,7 +251,8 @@ def test_mlflow_server_reads_the_settings_compose_passes() -> None:
 
     envvars = {p.envvar for p in server.params if getattr(p, "envvar", None)}
     flags = {opt for p in server.params for opt in p.opts}
-    assert {"MLFLOW_BACKEND_STORE_URI", "MLFLOW_ARTIFACTS_DESTINATION", "MLFLOW_SERVER_ALLOWED_HOSTS"} <= envvars
+    assert {"MLFLOW_BACKEND_STORE_URI", "MLFLOW_ARTIFACTS_DESTINATION", "MLFLOW_SERVER_ALLOWED_HOSTS",
+            "MLFLOW_WORKERS"} <= envvars
     assert {"--host", "--port", "--serve-artifacts"} <= flags
 
 

@@ -35,4 +35,5 @@ def test_referenced_files_exist() -> None:
 
 def test_readme_says_how_the_files_were_checked() -> None:
     flat = " ".join(README.split())
-    assert "None of this was built, started or run against a Docker engine or a cluster" in flat
+    assert "nothing was started by a Docker engine or on a Kubernetes cluster" in flat
+    assert "tests/stack/" in flat
