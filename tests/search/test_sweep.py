@@ -141,7 +141,9 @@ def test_engineered_collapse_is_stopped_while_the_sweep_goes_on(
     path.write_text(yaml.safe_dump(space))
     assert main(["sweep", "--space", str(path), "--dataset-path", str(learnable),
                  "--storage-path", str(tmp_path / "runs"), "--name", "c", "--grad-clip", "0",
-                 "--max-concurrent", "2"]) == 0
+                 "--max-concurrent", "2",
+                 # 12 optimizer steps an epoch: empty from step 30 on, for 10 steps
+                 "--collapse-min-steps", "30", "--collapse-patience-steps", "10"]) == 0
     sweep_dir = tmp_path / "runs" / "c"
     end, start = ends(sweep_dir), starts(sweep_dir)
     outcome = {start[t]["params"]["lr"]: e for t, e in end.items()}
