@@ -155,6 +155,8 @@ def run(settings: SweepSettings, *, resume: bool, tracker: Tracker | None = None
     # Ray's per-trial result.json, progress.csv and TensorBoard files: camotune never reads
     # them (trials.jsonl and each trial's history.csv are its record).
     os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
+    # ... so the ResultGrid tuner.fit() builds finds no per-trial metrics and would warn.
+    logging.getLogger("ray.tune.analysis.experiment_analysis").setLevel(logging.ERROR)
     tuner = restore_tuner(settings) if resume else build_tuner(settings, tracker)
     tuner.fit()
 
