@@ -61,9 +61,12 @@ class Sweep:
         return self.settings["space"].get("design")
 
     def rungs(self) -> list[int]:
-        """ASHA rung epochs, ``grace_period * reduction_factor**k <= max_epochs``; [] for FIFO."""
+        """ASHA rung epochs: the sweep's ``rungs``, else ``grace_period * reduction_factor**k
+        <= max_epochs``; [] for FIFO."""
         if self.settings.get("scheduler") != "asha":
             return []
+        if self.settings.get("rungs"):
+            return [int(r) for r in self.settings["rungs"] if int(r) <= self.max_epochs]
         grace, factor = int(self.settings["grace_period"]), int(self.settings["reduction_factor"])
         out, t = [], grace
         while t <= self.max_epochs:

@@ -27,6 +27,20 @@ def asha_rungs(scheduler: Any) -> Iterator[tuple[Any, int, dict[str, float]]]:
             yield bracket, int(milestone), recorded
 
 
+def set_asha_milestones(scheduler: Any, per_bracket: list[list[int]]) -> None:
+    """Give each bracket of an ``AsyncHyperBandScheduler`` its own rung epochs
+    (``_Bracket._rungs``: (milestone, {}) pairs, highest first). Ray derives the rungs from
+    grace period and reduction factor only; its rule (``_Bracket.on_result``, ``cutoff``)
+    works on any descending list, so explicit milestones keep Ray's decision."""
+    for bracket, milestones in zip(scheduler._brackets, per_bracket, strict=True):
+        bracket._rungs = [(int(m), {}) for m in sorted(milestones, reverse=True)]
+
+
+def asha_trial_bracket(scheduler: Any, trial_id: str) -> Any:
+    """The bracket Ray assigned a live trial to (``_trial_info``), or None."""
+    return scheduler._trial_info.get(trial_id)
+
+
 def asha_cutoff(bracket: Any, recorded: dict[str, float]) -> float | None:
     """The value a trial must beat at a rung (in the scheduler's signed units), from the
     bracket's own rule (``_Bracket.cutoff``), or None while the rung is empty."""

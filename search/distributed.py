@@ -32,7 +32,7 @@ import logging
 import os
 import socket
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from pathlib import Path
 from typing import Any
 
@@ -137,7 +137,8 @@ def _train_worker(loop_config: dict[str, Any]) -> None:
         ray.train.report({k: v for k, v in row.items() if v is not None})
 
     try:
-        fit(cfg, report=report, overwrite=True)
+        fit(cfg, report=report, overwrite=True,
+            checkpoint_epochs=frozenset(loop_config.get("checkpoint_epochs", ())))
     except Exception as exc:
         record_failure(trial_dir, exc, prefix=f"rank {rank}: ")
         raise
@@ -218,10 +219,12 @@ def _forwarding_callback(queue):
 
 
 def run_workers(cfg: TrainConfig, *, cpus: float, gpus: float, storage: Path,
-                report: Callable[[dict[str, Any]], None]) -> None:
+                report: Callable[[dict[str, Any]], None],
+                checkpoint_epochs: Collection[int] = ()) -> None:
     """Train ``cfg`` over ``cfg.workers_per_trial`` Ray Train workers from inside a Tune
     trial, calling ``report(row)`` with rank 0's row after every epoch, in this thread (so
-    ``report`` may call ``tune.report``). Ray Train's own files go to ``storage/train``.
+    ``report`` may call ``tune.report``). Ray Train's own files go to ``storage/train``;
+    ``checkpoint_epochs`` always write last.pt (`fit`'s argument).
 
     Raises ``JobFailed`` (diverged, oom) or ``RuntimeError`` with the failing rank's message
     when a worker fails; the failing rank has written the trial's ``outcome.json``.
@@ -237,7 +240,8 @@ def run_workers(cfg: TrainConfig, *, cpus: float, gpus: float, storage: Path,
     results = Queue(maxsize=1, actor_options={"num_cpus": 0})
     reaper = _start_reaper(results.actor)  # the queue's actor dies with this process
     trainer = TorchTrainer(
-        _train_worker, train_loop_config={"config": to_dict(cfg), "reaper": reaper},
+        _train_worker, train_loop_config={"config": to_dict(cfg), "reaper": reaper,
+                                          "checkpoint_epochs": sorted(checkpoint_epochs)},
         scaling_config=ScalingConfig(num_workers=cfg.workers_per_trial, use_gpu=gpus > 0,
                                      resources_per_worker=worker_bundle(cpus, gpus)),
         run_config=RunConfig(name=TRAIN_RUN_NAME, storage_path=str(storage),

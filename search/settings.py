@@ -45,6 +45,28 @@ class SweepSettings(SweepOptions):
         return self.space.max_epochs(self.base)
 
     @property
+    def rung_epochs(self) -> list[int]:
+        """ASHA's rung epochs, lowest first: ``--rungs``, else ``grace_period x
+        reduction_factor**k <= max_epochs``; [] with FIFO. Hyperband bracket ``s`` uses
+        ``rung_epochs[s:]``."""
+        if self.scheduler != "asha":
+            return []
+        return rung_epochs(self.rungs, self.grace_period, self.reduction_factor,
+                           self.max_epochs)
+
+    def check_rungs(self) -> None:
+        """BadInput when a ``--rungs`` epoch exceeds the trials' epochs or there are more
+        ``--brackets`` than rungs."""
+        if self.scheduler != "asha":
+            return
+        if self.rungs and self.rungs[-1] > self.max_epochs:
+            raise BadInput(f"--rungs: rung {self.rungs[-1]} exceeds the trials' "
+                           f"{self.max_epochs} epochs")
+        if self.brackets > max(1, len(self.rung_epochs)):
+            raise BadInput(f"--brackets {self.brackets}: more brackets than rungs "
+                           f"({', '.join(map(str, self.rung_epochs))})")
+
+    @property
     def is_design(self) -> bool:
         return self.space.design is not None
 
@@ -79,6 +101,19 @@ class SweepSettings(SweepOptions):
 
 
 _OPTION_NAMES = {f.name for f in dataclasses.fields(SweepOptions)}
+
+
+def rung_epochs(rungs: list[int] | None, grace_period: int, reduction_factor: float,
+                max_epochs: int) -> list[int]:
+    """The rung epochs of explicit ``rungs`` (those up to ``max_epochs``), else the geometric
+    series ``grace_period x reduction_factor**k <= max_epochs``."""
+    if rungs:
+        return [int(r) for r in rungs if r <= max_epochs]
+    out, t = [], grace_period
+    while t <= max_epochs:
+        out.append(int(t))
+        t *= reduction_factor
+    return out
 
 __all__ = ["CollapseSettings", "SweepSettings", "read_settings", "write_settings"]
 

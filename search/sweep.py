@@ -23,8 +23,10 @@ from camotune.tracking.tracker import Tracker
 log = logging.getLogger(__name__)
 
 OPTUNA_FILE = "optuna.db"
-# Save Ray's experiment state at least this often (seconds), so a crash loses little.
-EXPERIMENT_CHECKPOINT_S = "2"
+# Save Ray's experiment state (tuner.pkl, experiment_state-*.json, the searcher's state) at
+# most this often, in seconds. A crash loses little: trials.jsonl, the trials' ended.json and
+# last.pt say what happened after the last save (see docs/sweeps.md, Resume).
+EXPERIMENT_CHECKPOINT_S = "30"
 
 
 def trainable(settings: SweepSettings):
@@ -55,6 +57,11 @@ def default_concurrency(settings: SweepSettings) -> int:
     if settings.gpus_per_trial > 0:
         fits.append(int(total.get("GPU", 0) // (settings.gpus_per_trial * workers)))
     return max(1, min(fits))
+
+
+def reuse_actors(settings: SweepSettings) -> bool:
+    """Whether trials reuse their Ray actor: yes for single-worker trials."""
+    return workers_per_trial(settings) == 1
 
 
 def _searcher(settings: SweepSettings, concurrency: int):
@@ -88,13 +95,16 @@ def build_tuner(settings: SweepSettings, tracker: Tracker | None = None):
     if settings.scheduler == "asha":
         scheduler = RecordingASHA(registry, max_t=settings.max_epochs,
                                   grace_period=settings.grace_period,
-                                  reduction_factor=settings.reduction_factor, history=history)
+                                  reduction_factor=settings.reduction_factor,
+                                  milestones=settings.rung_epochs, brackets=settings.brackets,
+                                  rung_metric=settings.rung_metric, history=history)
     stopper = None
     if settings.collapse.enabled:
         c = settings.collapse
-        stopper = CollapseStopper(registry, fg_ratio=c.fg_ratio, patience=c.patience,
-                                  min_best=c.min_best, drop=c.drop, min_epoch=c.min_epoch,
-                                  history=history)
+        stopper = CollapseStopper(registry, fg_ratio=c.fg_ratio, min_steps=c.min_steps,
+                                  patience_steps=c.patience_steps, min_best=c.min_best,
+                                  drop=c.drop, drop_evals=c.drop_evals, patience=c.patience,
+                                  min_epoch=c.min_epoch, history=history)
     if settings.is_design:
         param_space: dict[str, Any] = {"params": tune.grid_search(settings.trial_params())}
         search_alg, num_samples = None, 1
@@ -104,6 +114,9 @@ def build_tuner(settings: SweepSettings, tracker: Tracker | None = None):
     tune_config = tune.TuneConfig(
         scheduler=scheduler, search_alg=search_alg, num_samples=num_samples,
         time_budget_s=settings.time_budget_s,
+        # One process runs trial after trial on a slot (no new actor, no re-import); a
+        # multi-worker trial's Ray Train run gets fresh workers.
+        reuse_actors=reuse_actors(settings),
         max_concurrent_trials=concurrency if search_alg is None else None,
         trial_name_creator=_trial_name, trial_dirname_creator=_ray_dirname)
     run_config = tune.RunConfig(
@@ -139,6 +152,11 @@ def run(settings: SweepSettings, *, resume: bool, tracker: Tracker | None = None
     """Run (or continue) the sweep to its end. Ray must already be initialised."""
     os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", EXPERIMENT_CHECKPOINT_S)
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
+    # Ray's per-trial result.json, progress.csv and TensorBoard files: camotune never reads
+    # them (trials.jsonl and each trial's history.csv are its record).
+    os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
+    # ... so the ResultGrid tuner.fit() builds finds no per-trial metrics and would warn.
+    logging.getLogger("ray.tune.analysis.experiment_analysis").setLevel(logging.ERROR)
     tuner = restore_tuner(settings) if resume else build_tuner(settings, tracker)
     tuner.fit()
 
@@ -149,8 +167,11 @@ def prepare(settings: SweepSettings, *, resume: bool) -> None:
     exists already raises ``FileExistsError``."""
     from camotune.search.distributed import check_resources
     from camotune.search.runtime import init_ray
+    from camotune.search.schedule_check import warn_schedule
     from camotune.search.settings import write_settings
 
+    settings.check_rungs()
+    warn_schedule(settings)
     workers = workers_per_trial(settings)
     check_resources(cpus=settings.cpus_per_trial, gpus=settings.gpus_per_trial, workers=workers)
     init_ray(settings.address)

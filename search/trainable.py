@@ -2,8 +2,11 @@
 
 A trial is ``fit(base + fixed + params)`` writing into ``<sweep>/trials/<trial_id>/``. Each
 epoch it reports the metric keys with a tiny checkpoint that points at that folder's
-``last.pt`` (the real checkpoint is never copied), so a restored trial resumes exactly where it
-stopped. A failure is written to ``outcome.json`` before it propagates, so the driver can tell
+``last.pt`` (the real checkpoint is never copied) and names the epoch last.pt holds (with
+``--checkpoint-every K`` an earlier one), so a restored trial resumes exactly from there,
+replaying at most K-1 epochs. The sweep's ASHA rungs and the last epoch always write last.pt.
+Trials run one after another in one process when Tune reuses the actor: each trial frees its
+model, optimizer and loaders before the next starts. A failure is written to ``outcome.json`` before it propagates, so the driver can tell
 ``diverged`` and ``oom`` from other errors. ``node.json`` records where the trial ran. Only
 files are written here: the driver is the one writer of ``trials.jsonl`` and MLflow.
 
@@ -14,6 +17,7 @@ itself (search/distributed.py); the report and its pointer checkpoint are the sa
 from __future__ import annotations
 
 import dataclasses
+import gc
 import json
 import os
 import tempfile
@@ -97,11 +101,14 @@ def run_trial(config: dict[str, Any], settings) -> None:
         # last.pt is the state after the trial's last finished epoch.
         cfg = dataclasses.replace(cfg, resume_from=str(last))
 
+    milestones = checkpoint_epochs(settings, cfg)
+
     def report(row: dict[str, Any]) -> None:
         metrics = {k: v for k, v in row.items() if v is not None}
         with tempfile.TemporaryDirectory() as tmp:
             Path(tmp, POINTER_FILE).write_text(json.dumps(
-                {"last": str(last), "epoch": row["epoch"]}))
+                {"last": str(last), "epoch": row["epoch"],
+                 "last_epoch": last_checkpoint_epoch(cfg, int(row["epoch"]), milestones)}))
             tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(tmp))
 
     if (trial_dir / ENDED_FILE).is_file():
@@ -120,17 +127,35 @@ def run_trial(config: dict[str, Any], settings) -> None:
             from camotune.search.distributed import run_workers
 
             run_workers(cfg, cpus=settings.cpus_per_trial, gpus=settings.gpus_per_trial,
-                        storage=settings.sweep_dir / f"ray_{trial_id}", report=report)
+                        storage=settings.sweep_dir / f"ray_{trial_id}", report=report,
+                        checkpoint_epochs=milestones)
         else:
             from camotune.search.distributed import node_record, write_nodes
             from camotune.tracking.repro import write_environment
 
             write_nodes(trial_dir, [node_record(0)])
             write_environment(trial_dir)  # the trial's own host and GPU for its MLflow run
-            fit(cfg, report=report, overwrite=True)
+            fit(cfg, report=report, overwrite=True, checkpoint_epochs=milestones)
     except Exception as exc:
         record_failure(trial_dir, exc)
         raise
+    finally:
+        # With reused actors the next trial runs in this process: let go of this one's
+        # model, optimizer, loaders and tensors now, not at some later collection.
+        gc.collect()
+
+
+def checkpoint_epochs(settings, cfg: TrainConfig) -> frozenset[int]:
+    """Epochs at which a trial always writes last.pt: the sweep's ASHA rungs (every bracket's)
+    and its last epoch, whatever ``--checkpoint-every``."""
+    return frozenset([*settings.rung_epochs, cfg.epochs])
+
+
+def last_checkpoint_epoch(cfg: TrainConfig, epoch: int, milestones: frozenset[int]) -> int:
+    """The epoch whose state last.pt holds once ``epoch`` is done (`checkpoint_due`)."""
+    from camotune.trainer.loop import checkpoint_due
+
+    return next((e for e in range(epoch, 0, -1) if checkpoint_due(cfg, e, milestones)), 0)
 
 
 def failure_reason(exc: BaseException) -> tuple[str, str]:

@@ -21,7 +21,10 @@ A space file (``spaces/*.yaml`` for the presets, or any path) is a mapping with 
 Exactly one of ``params`` and ``design`` is given. ``sweep`` keys (see `sweep_section`): ``trial_scheduler`` (``asha`` or
 ``fifo``), ``collapse_stopper`` (bool), ``num_samples`` (int >= 1; not with a design, which runs
 runs x repeats trials), ``grace_period`` (int >= 1, at most ``fixed.epochs``),
-``reduction_factor`` (int >= 2), ``max_concurrent`` (int >= 1).
+``reduction_factor`` (int >= 2), ``rungs`` (increasing epochs, the last at most
+``fixed.epochs``), ``rung_metric`` (``best`` or ``last``), ``brackets`` (int >= 1),
+``max_concurrent`` (int >= 1), ``collapse_min_steps``, ``collapse_patience_steps`` (ints >= 0),
+``collapse_drop_evals`` (int >= 1).
 
 ``epochs`` and ``stage1_epochs`` cannot be searched (the epoch count is ASHA's budget axis, not a
 hyperparameter); a design sets ``seed`` itself (repeat ``r`` uses ``base_seed + r``). Every value

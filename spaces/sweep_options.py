@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import itertools
 import logging
 import math
 from collections.abc import Callable, Mapping
@@ -40,6 +41,14 @@ def duration(text: str) -> float:
         raise argparse.ArgumentTypeError(f"not a duration: {text!r}") from None
 
 
+def int_list(text: str) -> list[int]:
+    """Integers from ``4,12,36`` (``--rungs``)."""
+    try:
+        return [int(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a list of integers: {text!r}") from None
+
+
 def option(default: Any, help: str, *, flag: str | None = None, choices: tuple[str, ...] = (),
            flag_choices: tuple[str, ...] | None = None, low: float | None = None,
            strict: bool = False, space: bool = False, parse: Callable[[str], Any] | None = None,
@@ -60,19 +69,34 @@ class CollapseSettings:
 
     enabled: bool = option(True, "stop trials whose predictions collapse (default on)",
                            flag="collapse-stopper", space=True)
-    fg_ratio: float = option(0.002, "predicted foreground share below which a prediction "
-                             "counts as empty", flag="collapse-fg-ratio", low=0.0)
-    patience: int = option(2, "empty-prediction epochs in a row that mean collapse",
-                           flag="collapse-patience", low=1)
-    min_best: float = option(0.2, "best val_iou from which a fall counts as a collapse",
+    fg_ratio: float = option(0.002, "predicted foreground share (raw weights) below which a "
+                             "prediction counts as empty", flag="collapse-fg-ratio", low=0.0)
+    min_steps: int = option(1000, "optimizer steps before which empty predictions do not "
+                            "count (a fresh decoder often predicts nothing)",
+                            flag="collapse-min-steps", low=0, space=True)
+    patience_steps: int = option(400, "optimizer steps of empty predictions (from the first "
+                                 "empty evaluation) that mean collapse",
+                                 flag="collapse-patience-steps", low=0, space=True)
+    min_best: float = option(0.2, "best raw val_iou from which a fall counts as a collapse",
                              flag="collapse-min-best", low=0.0)
-    drop: float = option(0.25, "collapse when val_iou falls below this share of the trial's "
-                         "best", flag="collapse-drop", low=0.0)
-    min_epoch: int = option(3, "first epoch counted in an all-background streak",
-                            flag="collapse-min-epoch", low=0)
+    drop: float = option(0.25, "collapse when the raw val_iou falls below this share of the "
+                         "trial's best", flag="collapse-drop", low=0.0)
+    drop_evals: int = option(2, "evaluations in a row the IoU fall must last",
+                             flag="collapse-drop-evals", low=1, space=True)
+    patience: int | None = option(None, "deprecated: empty-prediction epochs in a row (counts "
+                                  "epochs instead of --collapse-patience-steps)",
+                                  flag="collapse-patience", low=1)
+    min_epoch: int | None = option(None, "deprecated: first epoch counted in an "
+                                   "all-background streak (instead of --collapse-min-steps)",
+                                   flag="collapse-min-epoch", low=0)
 
     def __post_init__(self) -> None:
         check_options(self)
+        for old, new in (("patience", "patience-steps"), ("min_epoch", "min-steps")):
+            if getattr(self, old) is not None:
+                log.warning("--collapse-%s is deprecated (it counts epochs, which mean few "
+                            "optimizer steps at a large batch): use --collapse-%s",
+                            old.replace("_", "-"), new)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -83,10 +107,22 @@ class SweepOptions:
         "asha", "asha stops weak trials early; fifo runs every trial to the end "
         "(--scheduler is the training LR schedule)", flag="trial-scheduler",
         choices=("asha", "fifo"), space=True)
-    grace_period: int = option(2, "first ASHA rung, in epochs", flag="grace-period", low=1,
+    grace_period: int = option(2, "first ASHA rung, in epochs (rungs at grace x "
+                               "reduction-factor^k unless --rungs)", flag="grace-period", low=1,
                                space=True)
-    reduction_factor: int = option(3, "ASHA reduction factor", flag="reduction-factor", low=2,
-                                   space=True)
+    reduction_factor: int = option(3, "ASHA reduction factor: a trial continues at a rung if "
+                                   "its value is in the top 1/rf of those recorded there",
+                                   flag="reduction-factor", low=2, space=True)
+    rungs: list[int] | None = option(  # noqa: RUF009 (the default is None)
+        None, "ASHA rung epochs, e.g. 4,12,36 (increasing; overrides --grace-period)",
+        flag="rungs", low=1, space=True, parse=int_list)
+    rung_metric: str = option(
+        "best", "value ASHA compares at a rung: best (the trial's best val_iou so far: one dip "
+        "does not stop it) or last (that epoch's val_iou)", flag="rung-metric",
+        choices=("best", "last"), space=True)
+    brackets: int = option(1, "Hyperband brackets: bracket s starts at the rung s (for a "
+                           "grace period you are unsure of)", flag="brackets", low=1,
+                           space=True)
     searcher: str = option("tpe", "Optuna sampler, seeded by --seed", flag="searcher",
                            choices=("tpe", "qmc", "random", "design"),
                            flag_choices=("tpe", "qmc", "random"))
@@ -151,6 +187,8 @@ def requirement(f: dataclasses.Field) -> str:
     kind = _kind(f)
     if kind == "bool":
         return "true or false"
+    if kind.startswith("list"):
+        return f"a list of increasing integers >= {int(meta['low'] or 0)}"
     noun = "an integer" if kind == "int" else "a number" if kind == "float" else "a string"
     if meta["low"] is None:
         return noun
@@ -169,11 +207,21 @@ def invalid(f: dataclasses.Field, value: Any) -> bool:
         return not isinstance(value, bool)
     if kind == "str":
         return not isinstance(value, str)
+    if kind.startswith("list"):
+        return not _increasing_ints(value, meta["low"])
     if isinstance(value, bool) or not is_number(value) \
             or (kind == "int" and not isinstance(value, int)) or not math.isfinite(float(value)):
         return True
     low = meta["low"]
     return low is not None and (value <= low if meta["strict"] else value < low)
+
+
+def _increasing_ints(value: Any, low: float | None) -> bool:
+    if not isinstance(value, (list, tuple)) or not value:
+        return False
+    if any(isinstance(v, bool) or not isinstance(v, int) for v in value):
+        return False
+    return (low is None or value[0] >= low) and all(a < b for a, b in itertools.pairwise(value))
 
 
 def check_options(options: Any) -> None:
@@ -221,6 +269,9 @@ def check_sweep(sweep: Any, design: Any, fixed: Mapping[str, Any]) -> dict[str, 
     epochs = fixed.get("epochs")
     if "grace_period" in sweep and epochs is not None:
         check_grace(sweep["grace_period"], epochs, "sweep.grace_period:",
+                    f"fixed.epochs ({epochs})")
+    if sweep.get("rungs") and epochs is not None:
+        check_grace(sweep["rungs"][-1], epochs, "sweep.rungs: rung",
                     f"fixed.epochs ({epochs})")
     return sweep
 

@@ -141,7 +141,10 @@ def test_engineered_collapse_is_stopped_while_the_sweep_goes_on(
     path.write_text(yaml.safe_dump(space))
     assert main(["sweep", "--space", str(path), "--dataset-path", str(learnable),
                  "--storage-path", str(tmp_path / "runs"), "--name", "c", "--grad-clip", "0",
-                 "--max-concurrent", "2"]) == 0
+                 "--max-concurrent", "2",
+                 # 3 optimizer steps an epoch (batch 8 x 4 on 90 images): empty predictions
+                 # count from epoch 3 (step 9) on, for one epoch (3 steps)
+                 "--collapse-min-steps", "9", "--collapse-patience-steps", "3"]) == 0
     sweep_dir = tmp_path / "runs" / "c"
     end, start = ends(sweep_dir), starts(sweep_dir)
     outcome = {start[t]["params"]["lr"]: e for t, e in end.items()}

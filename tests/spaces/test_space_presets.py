@@ -86,7 +86,8 @@ def test_seed_collapse_trials_repeat_the_runs_with_seeds():
 def test_smoke_preset():
     space = load_space("smoke")
     assert space.sweep == {"trial_scheduler": "asha", "grace_period": 2, "reduction_factor": 3,
-                           "num_samples": 10}
+                           "num_samples": 10, "collapse_min_steps": 40,
+                           "collapse_patience_steps": 15}
     cfg = space.apply(DEFAULTS, {"lr": 1e-3, "batch_size": 4, "accumulation_steps": 1,
                                  "use_ema": True, "deep_supervision": False})
     assert (cfg.img_size, cfg.backbone, cfg.pretrained) == (64, "edgenext_xx_small", False)
