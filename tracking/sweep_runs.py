@@ -44,7 +44,7 @@ from camotune.tracking.writer import TrackingWriter, classify, http_limits, one_
 
 log = logging.getLogger(__name__)
 
-FLUSH_TIMEOUT_S = 60.0  # the longest a sweep's end waits for the tracking server
+FLUSH_TIMEOUT_S = 20.0  # the longest a sweep's end waits for the tracking server
 SWEEP_ARTIFACTS = ("leaderboard.csv", "best_config.yaml", "best_command.txt", "plots")
 
 
@@ -74,7 +74,8 @@ class SweepSession:
         self.uri = uri
         self.dir = settings.sweep_dir
         self.journal = Journal(self.dir / JOURNAL_FILE)
-        self.key = sweep_key(settings.name, settings.created)
+        known = read_run_map(self.dir, uri) or {}
+        self.key = known.get("run_key") or sweep_key(settings.name, settings.created)
         self.send_journal()  # what an earlier driver could not send goes first
         self.writer = TrackingWriter(uri, on_recovered=self._tag_errors, journal=self.journal,
                                      background=True)
@@ -128,7 +129,8 @@ class SweepSession:
         import yaml
 
         with self._map_lock:  # the writer thread saves it too (when a run is created)
-            data = {"tracking_uri": shown(self.uri), "experiment_id": self.experiment_id,
+            data = {"tracking_uri": shown(self.uri), "run_key": self.key,
+                    "experiment_id": self.experiment_id,
                     "parent_run_id": self.parent.run_id,
                     "trials": {t: r.run_id for t, r in dict(self.trials).items() if r.run_id},
                     "ended": sorted(set(self.ended))}

@@ -98,6 +98,7 @@ class TrackingWriter:
         self._warned_full = False
         self._permanent_warnings = 0
         self._closed = False
+        self._current: Item | None = None  # the call the thread is sending now
         self._queue: queue.Queue | None = None
         self._thread: threading.Thread | None = None
         # MLflow prints a "View run" link to stdout for every closed run: stdout is for
@@ -172,6 +173,10 @@ class TrackingWriter:
             self._closed = True
             self._queue.put(_STOP)
             self._thread.join(timeout=5.0)
+            # in order: the call in flight (a hung server), the held ones, the queued ones
+            current = self._current
+            for item in [*([current] if current is not None else []), *list(self._pending)]:
+                self._spill(item)
             while True:
                 try:
                     item = self._queue.get_nowait()
@@ -181,8 +186,6 @@ class TrackingWriter:
                     self._spill(item)
                 elif isinstance(item, _Flush):
                     item.done.set()
-            for item in list(self._pending):
-                self._spill(item)
         return self.unsent()
 
     # -- the thread --------------------------------------------------------------------------
@@ -282,6 +285,7 @@ class TrackingWriter:
     def _attempt(self, item: Item, *, retry: bool = False) -> str:
         """``ok``, ``transient`` (keep it queued) or ``permanent`` (counted, not retried)."""
         what, fn, _, key = item
+        self._current = item
         try:
             with quiet_urllib3():
                 fn(self.client)
@@ -306,6 +310,8 @@ class TrackingWriter:
                             "every %.0f s and at the end; trials go on", what, one_line(exc),
                             self.retry_interval_s)
             return "transient"
+        finally:
+            self._current = None
         if key is not None and self.journal is not None and self.journal.has(key):
             self.journal.mark_sent(key)
         return "ok"
