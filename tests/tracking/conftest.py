@@ -71,7 +71,11 @@ def mlflow_server(tmp_path_factory: pytest.TempPathFactory):
                 tail = log.read_text()[-2000:]
                 pytest.fail(f"mlflow server did not come up on {uri}:\n{tail}")
             time.sleep(0.5)
-        yield MlflowServer(uri=uri, port=port, folder=folder, log=log)
+        server = MlflowServer(uri=uri, port=port, folder=folder, log=log)
+        # The first API call opens the store (seconds on a loaded machine): not in a test's
+        # own reachability check with its 5 s timeout.
+        server.client().search_experiments(max_results=1)
+        yield server
     finally:
         _stop(proc)
 
