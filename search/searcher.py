@@ -76,7 +76,11 @@ class CamotuneOptunaSearch(OptunaSearch):
         config = super().suggest(trial_id)
         study, trials = compat.optuna_study(self), compat.optuna_trials(self)
         if study is not None and not study.metric_names and self.metric:
-            study.set_metric_names([self.metric])
+            import warnings
+
+            with warnings.catch_warnings():  # experimental since Optuna 3.2; stable in use
+                warnings.simplefilter("ignore")
+                study.set_metric_names([self.metric])
         if trial_id in trials:
             trials[trial_id].set_user_attr(TRIAL_ID_ATTR, trial_id)
         return config

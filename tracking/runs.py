@@ -31,6 +31,9 @@ HISTORY_FILE = "history.csv"
 RUN_FILES = ("config.yaml", "command.txt", HISTORY_FILE, PREVIEW_FILE)
 HISTORY_EVERY = 3  # epochs between uploads of a running trial's history.csv
 EPOCH_KEY = "epoch"
+# MLflow's UI opens an experiment of this kind on its runs, not on the GenAI traces page.
+EXPERIMENT_KIND = "mlflow.experimentKind"
+EXPERIMENT_TAGS = {EXPERIMENT_KIND: "custom_model_development"}
 RUN_KEY_TAG = "camotune.run_key"  # a run's stable identity: created once, found by it after
 
 
@@ -50,7 +53,8 @@ def ensure_experiment(client, name: str, uri: str) -> str:
     exp = client.get_experiment_by_name(name)
     if exp is None:
         try:
-            return client.create_experiment(name, artifact_location=experiment_location(uri, name))
+            return client.create_experiment(name, artifact_location=experiment_location(uri, name),
+                                            tags=EXPERIMENT_TAGS)
         except MlflowException:
             exp = client.get_experiment_by_name(name)  # created meanwhile by someone else
             if exp is None:
@@ -58,6 +62,9 @@ def ensure_experiment(client, name: str, uri: str) -> str:
     if exp.lifecycle_stage == "deleted":
         log.warning("mlflow: experiment %r was deleted; restoring it", name)
         client.restore_experiment(exp.experiment_id)
+    if exp.tags.get(EXPERIMENT_KIND) is None:  # made by an older camotune: opens on traces
+        client.set_experiment_tag(exp.experiment_id, EXPERIMENT_KIND,
+                                  EXPERIMENT_TAGS[EXPERIMENT_KIND])
     return exp.experiment_id
 
 

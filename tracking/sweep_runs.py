@@ -286,7 +286,9 @@ class SweepSession:
         if record.get("evidence"):
             tags["camotune.evidence"] = json.dumps(record["evidence"], default=str)
         tags.update(read_environment(trial_dir) or {"camotune.environment_of": "driver"})
+        tags["mlflow.note.content"] = trial_note(tid, record)  # the run's description
         run.set_tags(tags)
+        run.log_params({"stop_reason": reason}, only_fresh=False)
         if record.get("gpu_seconds") is not None:
             run.log_metrics({"compute_seconds": float(record["gpu_seconds"])})
         for name in RUN_FILES:
@@ -332,3 +334,23 @@ def _record_from_folder(folder: Path) -> dict[str, Any]:
         return {}
     return {"config": to_dict(cfg), "lr_stage1": cfg.resolved_lr(1),
             "lr_stage2": cfg.resolved_lr(2)}
+
+
+def trial_note(tid: str, record: dict[str, Any]) -> str:
+    """One line for the run's description: how the trial ended and its best IoU. A trial ASHA
+    or the collapse stopper stopped is KILLED in MLflow (stopped before its last epoch, by
+    design); this line and the ``stop_reason`` param say why."""
+    reason = record.get("stop_reason") or "error"
+    why = {"completed": "completed", "asha_stopped": "stopped early by ASHA",
+           "collapsed": "stopped by the collapse stopper", "diverged": "diverged",
+           "oom": "out of memory", "error": "failed"}.get(reason, reason)
+    parts = [f"trial {tid}: {why}"]
+    if record.get("rung") is not None:
+        parts.append(f"at rung {record['rung']}")
+    if record.get("epochs") is not None:
+        parts.append(f"after {record['epochs']} epochs")
+    if record.get("best_val_iou") is not None:
+        parts.append(f"best val_iou {float(record['best_val_iou']):.4f}")
+    if record.get("message"):
+        parts.append(f"({' '.join(str(record['message']).split())[:200]})")
+    return " ".join(parts)
