@@ -25,6 +25,8 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
               "write a synthetic camouflage dataset (COD10K-v3 layout)"),
     "sweep": ("camotune.commands.sweep", "sweep_main", "run a hyperparameter search"),
     "resume": ("camotune.commands.sweep", "resume_main", "continue an interrupted search"),
+    "sync": ("camotune.commands.sync", "sync_main",
+             "send the MLflow calls a sweep could not send (tracking outage)"),
     "results": ("camotune.results.commands", "results_main", "leaderboard, statuses, plots"),
     "export": ("camotune.results.commands", "export_main", "best (or k-th) config of a sweep"),
     "confirm": ("camotune.commands.confirm", "confirm_main",

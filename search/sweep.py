@@ -159,6 +159,9 @@ def run(settings: SweepSettings, *, resume: bool, tracker: Tracker | None = None
     logging.getLogger("ray.tune.analysis.experiment_analysis").setLevel(logging.ERROR)
     tuner = restore_tuner(settings) if resume else build_tuner(settings, tracker)
     tuner.fit()
+    from camotune.search.searcher import export_final
+
+    export_final(settings.sweep_dir, settings.sweep_dir / OPTUNA_FILE, settings.max_epochs)
 
 
 def prepare(settings: SweepSettings, *, resume: bool) -> None:

@@ -15,6 +15,8 @@ from __future__ import annotations
 import json
 import logging
 import os
+import shlex
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -28,13 +30,21 @@ from camotune.tracking.content import (
     sweep_params,
     sweep_summary,
 )
+from camotune.tracking.journal import JOURNAL_FILE, Journal
+from camotune.tracking.replay import RUNS_FILE, send_journal, sweep_key, trial_key
 from camotune.tracking.repro import dataset_fingerprint, read_environment
-from camotune.tracking.runs import RUN_FILES, RunLog, ensure_experiment, repro_tags
-from camotune.tracking.writer import TrackingWriter, shown
+from camotune.tracking.runs import (
+    RUN_FILES,
+    RunLog,
+    ensure_experiment,
+    find_by_key,
+    repro_tags,
+)
+from camotune.tracking.writer import TrackingWriter, classify, http_limits, one_line, shown
 
 log = logging.getLogger(__name__)
 
-RUNS_FILE = "mlflow_runs.yaml"
+FLUSH_TIMEOUT_S = 20.0  # the longest a sweep's end waits for the tracking server
 SWEEP_ARTIFACTS = ("leaderboard.csv", "best_config.yaml", "best_command.txt", "plots")
 
 
@@ -62,13 +72,41 @@ class SweepSession:
     def __init__(self, settings, uri: str) -> None:
         self.settings = settings
         self.uri = uri
-        self.writer = TrackingWriter(uri, on_recovered=self._tag_errors)
         self.dir = settings.sweep_dir
+        self.journal = Journal(self.dir / JOURNAL_FILE)
+        known = read_run_map(self.dir, uri) or {}
+        self.key = known.get("run_key") or sweep_key(settings.name, settings.created)
+        self.send_journal()  # what an earlier driver could not send goes first
+        self.writer = TrackingWriter(uri, on_recovered=self._tag_errors, journal=self.journal,
+                                     background=True)
         self.experiment_id: str | None = None
-        self.parent = RunLog(self.writer, self.dir, f"sweep {settings.name}")
+        self.parent = self._run_log(self.dir, f"sweep {settings.name}", self.key)
         self.trials: dict[str, RunLog] = {}
         self.ended: set[str] = set()
+        self._map_lock = threading.Lock()
+        self.unsent = 0
         self.from_map = self._load_map()
+
+    def _run_log(self, folder: Path, label: str, key: str, run_id: str | None = None) -> RunLog:
+        return RunLog(self.writer, folder, label, run_id, key=key,
+                      experiment=self.settings.experiment)
+
+    def send_journal(self) -> None:
+        """Send the journal of an earlier driver (one short try when the server is down: then
+        it stays for `camotune sync` and this driver's calls are journaled after it)."""
+        if not self.journal.unsent():
+            return
+        try:
+            with http_limits(retries=0, timeout=5):
+                result = send_journal(self.dir, self.uri)
+        except Exception as exc:  # classified: a transient error leaves the journal as it is
+            if classify(exc) is None:
+                raise
+            log.warning("mlflow: the calls of %s could not be sent (%s)", JOURNAL_FILE,
+                        one_line(exc))
+            return
+        log.info("mlflow: %d journaled tracking calls sent (%d rejected, %d left)",
+                 result.sent, result.rejected, result.left)
 
     # -- the run map ------------------------------------------------------------------------------
     @property
@@ -82,22 +120,24 @@ class SweepSession:
         self.experiment_id = data.get("experiment_id")
         self.parent.run_id = data.get("parent_run_id")
         for tid, run_id in (data.get("trials") or {}).items():
-            self.trials[tid] = RunLog(self.writer, self.dir / TRIALS_DIR / tid, f"trial {tid}",
-                                      run_id)
+            self.trials[tid] = self._run_log(self.dir / TRIALS_DIR / tid, f"trial {tid}",
+                                             trial_key(self.key, tid), run_id)
         self.ended = set(data.get("ended") or [])
         return True
 
     def save_map(self) -> None:
         import yaml
 
-        data = {"tracking_uri": shown(self.uri), "experiment_id": self.experiment_id,
-                "parent_run_id": self.parent.run_id,
-                "trials": {t: r.run_id for t, r in self.trials.items() if r.run_id},
-                "ended": sorted(self.ended)}
-        self.dir.mkdir(parents=True, exist_ok=True)
-        tmp = self.map_path.with_suffix(".yaml.tmp")
-        tmp.write_text(yaml.safe_dump(data, sort_keys=False))
-        os.replace(tmp, self.map_path)
+        with self._map_lock:  # the writer thread saves it too (when a run is created)
+            data = {"tracking_uri": shown(self.uri), "run_key": self.key,
+                    "experiment_id": self.experiment_id,
+                    "parent_run_id": self.parent.run_id,
+                    "trials": {t: r.run_id for t, r in dict(self.trials).items() if r.run_id},
+                    "ended": sorted(set(self.ended))}
+            self.dir.mkdir(parents=True, exist_ok=True)
+            tmp = self.map_path.with_suffix(".yaml.tmp")
+            tmp.write_text(yaml.safe_dump(data, sort_keys=False))
+            os.replace(tmp, self.map_path)
 
     def _experiment(self, client) -> str:
         if self.experiment_id is None:
@@ -146,10 +186,12 @@ class SweepSession:
 
     def end(self, sweep_dir: Path) -> None:
         """Upload the sweep's results, log its summary, close what is open, send everything."""
+        deadline = time.monotonic() + FLUSH_TIMEOUT_S
+        self.writer.flush(force=True, timeout=FLUSH_TIMEOUT_S / 2)  # the run ids, where it can
         events = read_events(sweep_dir / TRIALS_FILE)
         done = {e["trial_id"] for e in events if e.get("event") in ("end", "orphaned")}
         interrupted = [t for t, r in self.trials.items()
-                       if t not in done and t not in self.ended and r.run_id and not r.closed]
+                       if t not in done and t not in self.ended and not r.closed]
         for tid in interrupted:  # time budget or Ctrl-C: they continue on resume
             self.trials[tid].set_tags({"camotune.interrupted": "true"})
             self.trials[tid].end("KILLED")
@@ -164,19 +206,25 @@ class SweepSession:
         tags["camotune.interrupted"] = str(bool(interrupted)).lower()
         self.parent.set_tags(tags)
         self.parent.end("KILLED" if interrupted else "FINISHED")
-        for pause in (5.0, 10.0):  # a short outage at the very end is waited out
-            if self.writer.flush(force=True):
+        while not self.writer.flush(force=True, timeout=max(1.0, deadline - time.monotonic())):
+            if time.monotonic() >= deadline:  # a short outage at the very end is waited out
                 break
-            time.sleep(pause)
+            time.sleep(min(5.0, max(0.0, deadline - time.monotonic())))
         self._tag_errors()
-        self.writer.flush(force=True)
+        unsent = self.writer.close(timeout=max(5.0, deadline - time.monotonic()))
+        created = sum(1 for r in dict(self.trials).values() if r.run_id)
         log.info("mlflow: sweep %s logged to %s: parent run %s, %d trial runs, "
                  "tracking_errors=%d unsent=%d", self.settings.name, shown(self.uri),
-                 self.parent.run_id, len(self.trials), self.writer.errors,
-                 self.writer.pending + self.writer.lost)
-        if self.writer.pending:
-            log.warning("mlflow: %d tracking calls could not be sent; the sweep's own files "
-                        "(trials.jsonl, trials/) are complete", self.writer.pending)
+                 self.parent.run_id or "(not created yet)", created, self.writer.errors, unsent)
+        journaled = self.journal.count_unsent()
+        if journaled:
+            log.warning("mlflow: %d tracking calls are not sent yet; they are kept in %s; send "
+                        "them with: camotune sync %s", journaled, self.dir / JOURNAL_FILE,
+                        shlex.quote(str(self.dir)))
+        if self.writer.lost:
+            log.warning("mlflow: %d tracking calls were rejected by the server (not retried)",
+                        self.writer.lost)
+        self.unsent = unsent
 
     def _tag_errors(self) -> None:
         if self.writer.errors:
@@ -190,14 +238,14 @@ class SweepSession:
             return run
         if run is None:
             folder = self.dir / (record["trial_dir"] if record else f"{TRIALS_DIR}/{tid}")
-            run = self.trials[tid] = RunLog(self.writer, folder, f"trial {tid}")
+            run = self.trials[tid] = self._run_log(folder, f"trial {tid}",
+                                                   trial_key(self.key, tid))
         record = record or _record_from_folder(run.folder)
         tags = {**repro_tags(), "camotune.trial_id": tid, "camotune.kind": "trial",
                 "camotune.sweep_name": self.settings.name}
         # The parent's id exists only once the parent run does (perhaps after an outage).
         run.create(self._experiment, run_name(record.get("params") or {}, fallback=tid),
-                   lambda: {**tags, "mlflow.parentRunId": self.parent.id()},
-                   on_created=self.save_map,
+                   tags, parent=self.parent, on_created=self.save_map,
                    find=self._find(**{"camotune.trial_id": tid,
                                       "mlflow.parentRunId": self.parent.id})
                    if self.from_map or record.get("restored") else None)
@@ -238,7 +286,9 @@ class SweepSession:
         if record.get("evidence"):
             tags["camotune.evidence"] = json.dumps(record["evidence"], default=str)
         tags.update(read_environment(trial_dir) or {"camotune.environment_of": "driver"})
+        tags["mlflow.note.content"] = trial_note(tid, record)  # the run's description
         run.set_tags(tags)
+        run.log_params({"stop_reason": reason}, only_fresh=False)
         if record.get("gpu_seconds") is not None:
             run.log_metrics({"compute_seconds": float(record["gpu_seconds"])})
         for name in RUN_FILES:
@@ -259,14 +309,18 @@ class SweepSession:
         elif self.from_map:  # its run may exist, created just before the crash
             find = self._find(**{"camotune.trial_id": tid, "mlflow.parentRunId": self.parent.id})
 
+            key = trial_key(self.key, tid)
+
             def close(client) -> None:
-                run_id = find(client, self._experiment(client))
+                run_id = find_by_key(client, self._experiment(client), key) or \
+                    find(client, self._experiment(client))
                 if run_id is not None:
-                    self.trials[tid] = RunLog(self.writer, self.dir / TRIALS_DIR / tid,
-                                              f"trial {tid}", run_id)
+                    self.trials[tid] = self._run_log(self.dir / TRIALS_DIR / tid,
+                                                     f"trial {tid}", key, run_id)
                     client.set_tag(run_id, "camotune.orphaned", "true")
                     client.set_terminated(run_id, "KILLED")
-            self.writer.call(f"trial {tid}: close orphan", close)
+            self.writer.call(f"trial {tid}: close orphan", close,
+                             {"op": "orphan", "run": key, "experiment": self.settings.experiment})
         self.save_map()
 
 
@@ -280,3 +334,23 @@ def _record_from_folder(folder: Path) -> dict[str, Any]:
         return {}
     return {"config": to_dict(cfg), "lr_stage1": cfg.resolved_lr(1),
             "lr_stage2": cfg.resolved_lr(2)}
+
+
+def trial_note(tid: str, record: dict[str, Any]) -> str:
+    """One line for the run's description: how the trial ended and its best IoU. A trial ASHA
+    or the collapse stopper stopped is KILLED in MLflow (stopped before its last epoch, by
+    design); this line and the ``stop_reason`` param say why."""
+    reason = record.get("stop_reason") or "error"
+    why = {"completed": "completed", "asha_stopped": "stopped early by ASHA",
+           "collapsed": "stopped by the collapse stopper", "diverged": "diverged",
+           "oom": "out of memory", "error": "failed"}.get(reason, reason)
+    parts = [f"trial {tid}: {why}"]
+    if record.get("rung") is not None:
+        parts.append(f"at rung {record['rung']}")
+    if record.get("epochs") is not None:
+        parts.append(f"after {record['epochs']} epochs")
+    if record.get("best_val_iou") is not None:
+        parts.append(f"best val_iou {float(record['best_val_iou']):.4f}")
+    if record.get("message"):
+        parts.append(f"({' '.join(str(record['message']).split())[:200]})")
+    return " ".join(parts)

@@ -101,7 +101,12 @@ class SweepTracker(Tracker):
         the run map, as a new driver process would."""
         session = _SESSIONS.pop(str(self.settings.sweep_dir.resolve()), None)
         if session is not None:
-            session.writer.flush(force=True)
+            session.writer.close()
+
+    def unsent(self) -> int:
+        """Tracking calls of this sweep not sent (after `sweep_end`: in the journal
+        ``tracking_pending.jsonl``, for ``camotune sync``, or rejected)."""
+        return self.session.writer.unsent()
 
     def run_ids(self) -> dict[str, str]:
         """trial id -> run id of the trials whose runs exist."""

@@ -1,232 +1,117 @@
-"""Where runs go and how they get there: the tracking URI, the reachability check at start, and
-`TrackingWriter`, which survives a tracking server that goes away.
+"""`TrackingWriter`: how MLflow calls get sent, in order, through a tracking server that goes
+away, without ever stalling the caller.
 
-A sweep's driver must never die or stall for minutes because MLflow is down. Every write is a
-call given to `TrackingWriter.call`; one that fails for a transient reason (connection refused,
-timeout, HTTP 5xx, a locked sqlite file) is kept in a bounded in-memory queue, and later calls
-queue behind it so the order holds (a run is created before anything is logged to it). The
-queue is replayed at the next call after ``retry_interval_s`` and at the end (`flush(force=
-True)`). One warning line is logged per outage, one when it ends; ``errors`` counts the calls
-that failed at least once and ``lost`` those never delivered. A call MLflow rejects (HTTP 4xx)
-is counted and not retried. Other exceptions are bugs and propagate.
+Every write is a call given to `TrackingWriter.call`. With ``background=True`` (a sweep's
+driver) the caller only enqueues: one writer thread sends the calls in order from a bounded
+queue, so a slow or dead server never blocks the Ray Tune loop. A call that fails for a
+transient reason (connection refused, timeout, HTTP 5xx, a locked sqlite file) is held in
+memory, and later calls queue behind it so the order holds (a run is created before anything
+is logged to it); held calls are replayed every ``retry_interval_s`` and at `flush`. One warning
+line is logged per outage, one when it ends.
+
+A call made with ``op`` (a plain description of it, see `camotune.tracking.replay`) is durable
+when the writer has a `Journal`: the moment it cannot be sent (or the queue is full, or the
+writer is closed before it was sent) it is appended to the journal in the sweep folder, and
+marked sent when a replay delivers it. Whatever is still unsent when the process ends is sent
+later by ``camotune sync`` or ``camotune resume``. ``errors`` counts calls that failed at least
+once; ``lost`` counts calls that can never be delivered (rejected by MLflow with HTTP 4xx, or
+without ``op``/journal when the memory queue is full). Other exceptions are bugs and propagate
+(in the background thread they are logged with their traceback and the call is journaled).
+
+URIs and the reachability check live in `camotune.tracking.uris` (re-exported here).
 """
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
-import re
+import queue
+import threading
 import time
 from collections import deque
-from collections.abc import Callable, Iterator
-from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
-from camotune.errors import BadInput
-from camotune.tracking.secrets import scrub, strip_credentials
+from camotune.tracking.journal import Journal, new_key
+from camotune.tracking.uris import (  # noqa: F401  (re-exported: the module's historical API)
+    ARTIFACTS_DIR,
+    DB_FILE,
+    HTTP_DEFAULTS,
+    HTTP_SCHEMES,
+    artifact_root,
+    check_reachable,
+    default_store_uri,
+    experiment_location,
+    http_limits,
+    one_line,
+    quiet_urllib3,
+    resolve_tracking_uri,
+    shown,
+    sqlite_path,
+)
 
 log = logging.getLogger(__name__)
 
-DB_FILE = "mlflow.db"
-ARTIFACTS_DIR = "mlartifacts"
-HTTP_SCHEMES = ("http://", "https://")
-# MLflow's own defaults (7 retries with exponential backoff, 120 s timeout) stall a caller for
-# minutes per call when the server is gone; the writer buffers instead. A user's own values win.
-HTTP_DEFAULTS = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2",
-                 "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
-                 "MLFLOW_HTTP_REQUEST_TIMEOUT": "15"}
-
-
-# -- the tracking URI -------------------------------------------------------------------------
-
-def default_store_uri(storage_path: str | os.PathLike) -> str:
-    """``sqlite:///<storage-path>/mlflow.db`` (absolute)."""
-    return f"sqlite:///{Path(storage_path).expanduser().resolve() / DB_FILE}"
-
-
-def resolve_tracking_uri(tracking_uri: str | None, storage_path: str | os.PathLike) -> str:
-    """``tracking_uri``, else ``$MLFLOW_TRACKING_URI``, else `default_store_uri`."""
-    return tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or \
-        default_store_uri(storage_path)
-
-
-def sqlite_path(uri: str) -> Path | None:
-    """The database file of a ``sqlite:///`` URI (None for other URIs and in-memory sqlite)."""
-    if not uri.startswith("sqlite:///"):
-        return None
-    path = uri[len("sqlite:///"):].split("?", 1)[0]
-    return Path(path).expanduser().resolve() if path else None
-
-
-def artifact_root(uri: str) -> Path | None:
-    """Where a sqlite store keeps artifacts: ``mlartifacts/`` beside the database. None for
-    other stores (a server chooses its own artifact root; MLflow's client would otherwise
-    pick ``./mlruns`` in the working directory)."""
-    db = sqlite_path(uri)
-    return db.parent / ARTIFACTS_DIR if db is not None else None
-
-
-def experiment_location(uri: str, experiment: str) -> str | None:
-    """The artifact location to create ``experiment`` with: ``<artifact_root>/<experiment>``
-    as a file URI for sqlite stores, None (the server's default) otherwise."""
-    root = artifact_root(uri)
-    if root is None:
-        return None
-    slug = "".join(c if c.isalnum() or c in "-_." else "_" for c in experiment) or "experiment"
-    return (root / slug).as_uri()
-
-
-def shown(uri: str) -> str:
-    """The URI as it may be printed or logged: no credentials."""
-    return scrub(strip_credentials(uri))
-
-
-# -- the check at start ------------------------------------------------------------------------
-
-@contextlib.contextmanager
-def http_limits(*, retries: int, timeout: float) -> Iterator[None]:
-    """Force MLflow's HTTP retry count and timeout for the calls inside the block."""
-    keys = ("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "MLFLOW_HTTP_REQUEST_TIMEOUT",
-            "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR")
-    saved = {k: os.environ.get(k) for k in keys}
-    os.environ.update({keys[0]: str(retries), keys[1]: str(max(1, round(timeout))),
-                       keys[2]: "0"})
-    try:
-        yield
-    finally:
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
-
-
-def check_reachable(uri: str, *, timeout: float = 5.0, source: str = "--tracking-uri") -> None:
-    """Raise :class:`BadInput` (one line naming ``source``) unless ``uri`` can take runs.
-
-    http(s): one MLflow API call, without retries, answers within ``timeout`` seconds (so a
-    wrong host, a wrong path, a hung server or rejected credentials are all caught, with
-    MLflow's own TLS and auth settings). sqlite and local paths: the database's folder (or
-    its nearest existing parent) is writable. Other stores (databases, Databricks) are not
-    checked.
-    """
-    if uri.startswith(HTTP_SCHEMES):
-        _check_http(uri, timeout, source)
-        return
-    db = sqlite_path(uri)
-    if db is not None:
-        _check_writable(db, source)
-    elif uri.startswith("file:") or "://" not in uri:
-        folder = Path(uri[len("file://"):] if uri.startswith("file://") else uri)
-        _check_writable(folder.expanduser().resolve() / DB_FILE, source)
-
-
-def _check_writable(file: Path, source: str) -> None:
-    folder = file.parent
-    while not folder.exists() and folder != folder.parent:
-        folder = folder.parent
-    writable = folder.is_dir() and os.access(folder, os.W_OK | os.X_OK)
-    if file.exists():
-        writable = writable and os.access(file, os.W_OK)
-    if not writable:
-        raise BadInput(f"{source}: the MLflow store {file} is not writable")
-
-
-def _check_connect(uri: str, timeout: float, source: str) -> None:
-    """A plain TCP connect first: a refused or unresolvable server fails at once, without
-    importing MLflow. Skipped behind an HTTP proxy (only MLflow's own call can tell then)."""
-    import socket
-    import urllib.request
-    from urllib.parse import urlsplit
-
-    parts = urlsplit(uri)
-    host = parts.hostname
-    if not host or (urllib.request.getproxies() and not urllib.request.proxy_bypass(host)):
-        return
-    try:
-        port = parts.port or (443 if parts.scheme == "https" else 80)
-        socket.create_connection((host, port), timeout=timeout).close()
-    except ValueError as exc:  # a port that is not a number
-        raise BadInput(f"{source}: {shown(uri)} is not a valid URI ({exc})") from None
-    except OSError as exc:
-        reason = str(exc) if isinstance(exc, socket.gaierror) or not exc.strerror else \
-            f"[Errno {exc.errno}] {exc.strerror}"
-        raise BadInput(f"{source}: MLflow tracking server {shown(uri)} is not reachable "
-                       f"({reason or 'timed out'})") from None
-
-
-# The cause MLflow's message buries: "[Errno 111] Connection refused", "Read timed out", ...
-_CAUSE = re.compile(r"\[Errno -?\d+\] [^'\")\]]+|Read timed out|timed out|"
-                    r"certificate verify failed|Connection (?:refused|reset|aborted)|"
-                    r"RemoteDisconnected")
-
-
-def _check_http(uri: str, timeout: float, source: str) -> None:
-    _check_connect(uri, timeout, source)
-    from mlflow import MlflowClient
-    from mlflow.exceptions import MlflowException
-
-    with http_limits(retries=0, timeout=timeout), _quiet_urllib3():
-        try:
-            MlflowClient(tracking_uri=uri).search_experiments(max_results=1)
-        except MlflowException as exc:
-            status = exc.get_http_status_code()
-            cause = _CAUSE.search(str(exc))
-            if status in (401, 403):
-                why = "rejected the credentials"
-            elif status == 404:
-                why = "answered 404: not an MLflow tracking server at this path"
-            elif cause is not None:
-                why = f"is not reachable ({cause.group(0).strip()})"
-            else:
-                why = f"failed an API call ({_one_line(exc)})"
-            raise BadInput(f"{source}: MLflow tracking server {shown(uri)} {why}") from None
-
-
-def _one_line(exc: Any, limit: int = 200) -> str:
-    text = " ".join(str(exc).split())
-    return scrub(text if len(text) <= limit else text[:limit] + "...")
-
-
-# -- the buffered writer ------------------------------------------------------------------------
 
 class Lost(Exception):
     """A call that can never succeed: its run was never created, or its file is gone."""
 
 
 Call = Callable[[Any], Any]  # receives the MlflowClient
+Item = tuple[str, Call, "dict[str, Any] | None", "str | None"]  # what, fn, op, key
+
+
+class _Flush:
+    def __init__(self, force: bool) -> None:
+        self.force = force
+        self.done = threading.Event()
+        self.result = False
+
+
+_STOP = object()
 
 
 class TrackingWriter:
-    """The one MLflow client of a process for one URI, buffering calls during an outage.
+    """The one MLflow client of a process for one URI (see the module docstring).
 
-    ``call(what, fn)`` runs ``fn(client)`` now, or queues it (at most ``max_pending`` calls;
-    beyond that new calls are dropped and counted as lost). ``what`` names the call in the
-    warning lines. ``on_recovered`` is called after a replayed outage. ``client`` replaces the
-    `MlflowClient` created on first use (tools and tests).
+    ``call(what, fn, op=None)`` runs ``fn(client)``: now (``background=False``) or on the writer
+    thread. ``what`` names the call in warning lines; ``op`` is its journal description.
+    ``on_recovered`` is called after a replayed outage. ``client`` replaces the `MlflowClient`
+    created on first use (tools and tests).
     """
 
     def __init__(self, uri: str, *, max_pending: int = 10_000, retry_interval_s: float = 30.0,
-                 on_recovered: Callable[[], None] | None = None, client: Any = None) -> None:
+                 on_recovered: Callable[[], None] | None = None, client: Any = None,
+                 journal: Journal | None = None, background: bool = False,
+                 max_queue: int = 10_000) -> None:
         self.uri = uri
         self.max_pending = max_pending
         self.retry_interval_s = retry_interval_s
         self.on_recovered = on_recovered
+        self.journal = journal
         self.errors = 0
         self.lost = 0
-        self._pending: deque[tuple[str, Call]] = deque()
+        self._pending: deque[Item] = deque()
         self._client = client
         self._outage_start: float | None = None
         self._last_try = 0.0
         self._warned_full = False
         self._permanent_warnings = 0
+        self._closed = False
+        self._current: Item | None = None  # the call the thread is sending now
+        self._queue: queue.Queue | None = None
+        self._thread: threading.Thread | None = None
         # MLflow prints a "View run" link to stdout for every closed run: stdout is for
         # machine-readable output only, and the link could carry the URI's credentials.
         os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
         if uri.startswith(HTTP_SCHEMES):
             for key, value in HTTP_DEFAULTS.items():
                 os.environ.setdefault(key, value)
+        if background:
+            self._queue = queue.Queue(maxsize=max_queue)
+            self._thread = threading.Thread(target=self._loop, name="camotune-mlflow-writer",
+                                            daemon=True)
+            self._thread.start()
 
     @property
     def client(self):
@@ -238,24 +123,110 @@ class TrackingWriter:
 
     @property
     def pending(self) -> int:
-        return len(self._pending)
+        """Calls not sent yet (held after a failure, or waiting in the queue)."""
+        return len(self._pending) + (self._queue.qsize() if self._queue is not None else 0)
 
-    def call(self, what: str, fn: Call) -> bool:
-        """Run ``fn(client)`` behind any queued calls; True when it ran (or was rejected as
-        permanent), False when it waits in the queue."""
-        if self._pending:
-            self.flush()
-        if self._pending:
-            self._queue(what, fn)
+    def unsent(self) -> int:
+        """Calls not delivered: in the journal without a ``sent`` mark, held in memory without
+        a journal entry, or lost."""
+        journaled = self.journal.count_unsent() if self.journal is not None else 0
+        held = sum(1 for _, _, op, key in list(self._pending)
+                   if not (op is not None and self.journal is not None and self.journal.has(key)))
+        return journaled + held + self.lost
+
+    def call(self, what: str, fn: Call, op: dict[str, Any] | None = None) -> bool:
+        """Send ``fn(client)`` behind any queued calls. Background: True when enqueued (False
+        when the queue was full: journaled, or lost without ``op``). Otherwise True when it ran
+        (or was rejected as permanent), False when it waits."""
+        item: Item = (what, fn, op, new_key() if op is not None else None)
+        if self._queue is not None:
+            if self._closed:
+                self._spill(item)
+                return False
+            try:
+                self._queue.put_nowait(item)
+                return True
+            except queue.Full:
+                self._spill(item)
+                return False
+        return self._run(item)
+
+    def flush(self, *, force: bool = False, timeout: float | None = None) -> bool:
+        """Replay held calls in order (at most once per ``retry_interval_s`` unless
+        ``force``); True when nothing is left. Background: waits for the thread at most
+        ``timeout`` seconds (None: until it is done)."""
+        if self._queue is None:
+            return self._flush(force=force)
+        if self._closed:  # what was left is journaled
+            return self.pending == 0
+        marker = _Flush(force)
+        self._queue.put(marker)
+        if not marker.done.wait(timeout):
             return False
-        if self._attempt(what, fn) == "transient":
-            self._queue(what, fn)
+        return marker.result and self.pending == 0
+
+    def close(self, timeout: float = 60.0) -> int:
+        """Send what can be sent within ``timeout`` seconds, stop the thread, journal what is
+        left; returns `unsent`."""
+        if self._queue is not None and not self._closed:
+            self.flush(force=True, timeout=timeout)
+            self._closed = True
+            self._queue.put(_STOP)
+            self._thread.join(timeout=5.0)
+            # in order: the call in flight (a hung server), the held ones, the queued ones
+            current = self._current
+            for item in [*([current] if current is not None else []), *list(self._pending)]:
+                self._spill(item)
+            while True:
+                try:
+                    item = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if isinstance(item, tuple):
+                    self._spill(item)
+                elif isinstance(item, _Flush):
+                    item.done.set()
+        return self.unsent()
+
+    # -- the thread --------------------------------------------------------------------------
+    def _loop(self) -> None:
+        poll = 1.0
+        while True:
+            try:
+                item = self._queue.get(timeout=poll)
+            except queue.Empty:
+                item = None
+            if item is _STOP:
+                return
+            try:
+                if isinstance(item, _Flush):
+                    item.result = self._flush(force=item.force)
+                    item.done.set()
+                elif item is None:
+                    if self._pending:
+                        self._flush()
+                elif self._closed:
+                    self._spill(item)
+                else:
+                    self._run(item)
+            except Exception:  # a bug in a call: keep the thread alive, keep the call
+                log.exception("mlflow: a tracking call failed unexpectedly")
+                if isinstance(item, tuple):
+                    self._spill(item)
+
+    # -- sending -----------------------------------------------------------------------------
+    def _run(self, item: Item) -> bool:
+        if self._pending:
+            self._flush()
+        if self._pending:
+            self._hold(item)
+            return False
+        if self._attempt(item) == "transient":
+            self._hold(item)
             return False
         return True
 
-    def flush(self, *, force: bool = False) -> bool:
-        """Replay queued calls in order (at most once per ``retry_interval_s`` unless
-        ``force``); True when none is left."""
+    def _flush(self, *, force: bool = False) -> bool:
         if not self._pending:
             return True
         now = time.monotonic()
@@ -264,14 +235,14 @@ class TrackingWriter:
         self._last_try = now
         replayed = 0
         while self._pending:
-            what, fn = self._pending[0]
+            item = self._pending[0]
             if replayed == 0 and self._outage_start is not None:
                 # A hung server would cost MLflow's full timeout and retries at every retry:
                 # the first call after an outage gets one short try.
                 with http_limits(retries=0, timeout=5):
-                    outcome = self._attempt(what, fn, retry=True)
+                    outcome = self._attempt(item, retry=True)
             else:
-                outcome = self._attempt(what, fn, retry=True)
+                outcome = self._attempt(item, retry=True)
             if outcome == "transient":
                 return False
             self._pending.popleft()
@@ -286,29 +257,49 @@ class TrackingWriter:
                 self.on_recovered()
         return True
 
-    # -- internals ---------------------------------------------------------------------------
-    def _queue(self, what: str, fn: Call) -> None:
-        if len(self._pending) >= self.max_pending:
+    def _durable(self, item: Item) -> bool:
+        return item[2] is not None and self.journal is not None
+
+    def _spill(self, item: Item) -> None:
+        """Journal a call that will not be sent by this process (lost without a journal)."""
+        what, _, op, key = item
+        if self._durable(item):
+            self.journal.add(key, what, op)
+        else:
             self.lost += 1
+
+    def _hold(self, item: Item) -> None:
+        if self._durable(item):
+            self.journal.add(item[3], item[0], item[2])
+        if len(self._pending) >= self.max_pending:
+            if not self._durable(item):
+                self.lost += 1
             if not self._warned_full:
                 self._warned_full = True
-                log.warning("mlflow: %d tracking calls are waiting; dropping new ones until the "
-                            "server is back", len(self._pending))
+                log.warning("mlflow: %d tracking calls are waiting; %s new ones until the "
+                            "server is back", len(self._pending),
+                            "journaling" if self.journal is not None else "dropping")
             return
-        self._pending.append((what, fn))
+        self._pending.append(item)
 
-    def _attempt(self, what: str, fn: Call, *, retry: bool = False) -> str:
+    def _attempt(self, item: Item, *, retry: bool = False) -> str:
         """``ok``, ``transient`` (keep it queued) or ``permanent`` (counted, not retried)."""
+        what, fn, _, key = item
+        self._current = item
         try:
-            with _quiet_urllib3():
+            with quiet_urllib3():
                 fn(self.client)
         except Exception as exc:  # classified below; anything unknown is re-raised
-            kind = _classify(exc)
+            kind = classify(exc)
             if kind is None:
                 raise
             if not retry:
                 self.errors += 1
             if kind == "permanent":
+                if isinstance(exc, Lost) and self._durable(item):
+                    # e.g. its run's creation went to the journal: `camotune sync` sends both
+                    self.journal.add(key, what, item[2])
+                    return "permanent"
                 self.lost += 1
                 self._warn_permanent(what, exc)
                 return "permanent"
@@ -316,32 +307,25 @@ class TrackingWriter:
                 self._outage_start = time.monotonic()
                 self._last_try = self._outage_start
                 log.warning("mlflow: %s failed (%s): tracking calls are buffered and retried "
-                            "every %.0f s and at the end; trials go on", what, _one_line(exc),
+                            "every %.0f s and at the end; trials go on", what, one_line(exc),
                             self.retry_interval_s)
             return "transient"
+        finally:
+            self._current = None
+        if key is not None and self.journal is not None and self.journal.has(key):
+            self.journal.mark_sent(key)
         return "ok"
 
     def _warn_permanent(self, what: str, exc: Exception) -> None:
         self._permanent_warnings += 1
         if self._permanent_warnings <= 5:
-            log.warning("mlflow: %s not sent (not retried): %s", what, _one_line(exc))
+            log.warning("mlflow: %s not sent (not retried): %s", what, one_line(exc))
         elif self._permanent_warnings == 6:
             log.warning("mlflow: more calls not sent; they are counted in tracking_errors")
 
 
-@contextlib.contextmanager
-def _quiet_urllib3() -> Iterator[None]:
-    """urllib3 logs a warning per retried connection; the writer logs one line per outage."""
-    logger = logging.getLogger("urllib3.connectionpool")
-    level = logger.level
-    logger.setLevel(logging.ERROR)
-    try:
-        yield
-    finally:
-        logger.setLevel(level)
-
-
-def _classify(exc: Exception) -> str | None:
+def classify(exc: Exception) -> str | None:
+    """``transient`` (retry later), ``permanent`` (never succeeds) or None (a bug)."""
     from mlflow.exceptions import MlflowException
 
     if isinstance(exc, Lost):

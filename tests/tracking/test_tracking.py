@@ -268,3 +268,27 @@ def test_for_settings_names_the_environment_variable(tmp_path, monkeypatch):
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"http://127.0.0.1:{free_port()}")
     with pytest.raises(BadInput, match=r"^\$MLFLOW_TRACKING_URI: MLflow tracking server"):
         SweepTracker.for_settings(_settings(tmp_path, tmp_path), timeout=2)
+
+
+def test_background_writer_only_enqueues_while_the_server_hangs(tmp_path):
+    """A server that accepts connections and never answers: enqueueing 200 calls takes no
+    time, and closing the writer journals every one of them (none sent, none lost)."""
+    from camotune.tracking.journal import Journal
+
+    with socket.socket() as hung:
+        hung.bind(("127.0.0.1", 0))
+        hung.listen(64)
+        journal = Journal(tmp_path / "tracking_pending.jsonl")
+        writer = TrackingWriter(f"http://127.0.0.1:{hung.getsockname()[1]}", journal=journal,
+                                background=True)
+        started = time.monotonic()
+        for n in range(200):
+            writer.call(f"call {n}", lambda c: c.search_experiments(max_results=1),
+                        op={"op": "tags", "run": "k", "experiment": "e", "tags": {"n": n}})
+        assert time.monotonic() - started < 0.5
+        started = time.monotonic()
+        assert writer.close(timeout=2) == 200
+        assert time.monotonic() - started < 15
+    entries = journal.unsent()
+    assert [e["op"]["tags"]["n"] for e in entries] == list(range(200))
+    assert len({e["key"] for e in entries}) == 200 and writer.lost == 0

@@ -6,8 +6,11 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import pickle
 import socket
+import subprocess
+import sys
 import threading
 import time
 import uuid
@@ -258,8 +261,11 @@ def test_an_outage_mid_sweep_is_buffered_and_replayed(tmp_path, synth_dataset, m
     driver.epoch("a", 3)
     driver.start("b", {"lr": 2e-3})  # its run is created once the server is back
     driver.epoch("b", 1)
-    assert time.monotonic() - started < 30  # buffered, not stalled on MLflow's retries
-    assert tracker.session.writer.pending >= 4
+    assert time.monotonic() - started < 1  # enqueued: the writer thread meets the outage
+    writer = tracker.session.writer
+    while writer.errors == 0 and time.monotonic() - started < 60:
+        time.sleep(0.1)
+    assert writer.errors >= 1 and writer.pending >= 4
     proxy.up()
     driver.epoch("a", 4)
     driver.end("a", "completed", 4)
@@ -310,3 +316,100 @@ def test_default_store_is_sqlite_in_the_storage_path(tmp_path, synth_dataset, mo
 
     client = MlflowClient(f"sqlite:///{storage / 'mlflow.db'}")
     assert steps(client, run_id) == [(1, iou("a", 1))]
+
+
+def run_sync(sweep_dir: Path) -> subprocess.CompletedProcess:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
+    env.update(HF_HUB_OFFLINE="1", TQDM_DISABLE="1")
+    return subprocess.run([sys.executable, "-m", "camotune", "sync", str(sweep_dir)],
+                          capture_output=True, text=True, env=env, timeout=300)
+
+
+def snapshot(client, experiment: str) -> dict:
+    """Every run: status, tags that matter, and the full history of every metric."""
+    out = {}
+    for run in runs_of(client, experiment):
+        histories = {key: sorted((m.step, m.timestamp, m.value)
+                                 for m in client.get_metric_history(run.info.run_id, key))
+                     for key in run.data.metrics}
+        out[run.info.run_id] = (run.info.status, run.data.tags.get("camotune.run_key"),
+                                dict(run.data.params), histories)
+    return out
+
+
+def test_an_outage_that_outlasts_the_sweep_is_journaled_and_synced(tmp_path, synth_dataset,
+                                                                    mlflow_server, caplog):
+    """The server goes away mid-sweep and is still gone at its end: the Tune loop never
+    waits, the unsent calls are kept in the sweep folder and the last line says how many and
+    how to send them; `camotune sync` refuses (exit 2, one line) while the server is down, then
+    sends everything: one run per trial, none RUNNING, every epoch once; a second sync
+    changes nothing."""
+    from camotune.tracking.journal import JOURNAL_FILE, Journal
+
+    proxy = Proxy(mlflow_server.port)
+    settings = make_settings(tmp_path, synth_dataset, tracking_uri=proxy.uri)
+    tracker = SweepTracker.for_settings(settings)
+    driver = FakeDriver(settings, tracker)
+    tracker.sweep_start(settings)
+    driver.start("a", {"lr": 1e-3})
+    driver.epoch("a", 1)
+    assert tracker.session.writer.flush(force=True, timeout=120)
+    proxy.down()
+    caplog.set_level(logging.INFO, logger="camotune.tracking")
+    started = time.monotonic()
+    for epoch in (2, 3):
+        driver.epoch("a", epoch)
+    driver.end("a", "completed", 3)
+    driver.start("b", {"lr": 2e-3})  # its run never reaches the server during the sweep
+    driver.epoch("b", 1)
+    driver.end("b", "asha_stopped", 1, rung=1)
+    assert time.monotonic() - started < 2  # only enqueued
+    tracker.sweep_end(settings.sweep_dir)
+    tracker.close()
+
+    journal = Journal(settings.sweep_dir / JOURNAL_FILE)
+    unsent = journal.count_unsent()
+    assert unsent >= 10
+    assert {e["op"]["op"] for e in journal.unsent()} >= {"create", "epoch", "end", "tags"}
+    last = [r.getMessage() for r in caplog.records if "camotune sync" in r.getMessage()]
+    assert len(last) == 1 and f"{unsent} tracking calls are not sent" in last[0]
+    assert str(settings.sweep_dir) in last[0]
+    summary = [r.getMessage() for r in caplog.records if "trial runs" in r.getMessage()]
+    assert "1 trial runs" in summary[-1]  # b's run does not exist yet, and is not claimed
+
+    refused = run_sync(settings.sweep_dir)
+    assert refused.returncode == 2, refused.stderr
+    assert len(refused.stderr.strip().splitlines()) == 1 and "not reachable" in refused.stderr
+    assert journal.count_unsent() == unsent
+
+    proxy.up()
+    done = run_sync(settings.sweep_dir)
+    assert done.returncode == 0, done.stderr
+    assert f"{unsent} calls sent" in done.stderr and journal.count_unsent() == 0
+    client = mlflow_server.client()
+    runs = runs_of(client, settings.experiment)
+    children = {}
+    for run in runs:
+        tid = run.data.tags.get("camotune.trial_id")
+        if tid is not None:
+            assert tid not in children, f"two runs for trial {tid}"
+            children[tid] = run
+    assert set(children) == {"a", "b"} and len(runs) == 3
+    assert all(r.info.status != "RUNNING" for r in runs)
+    assert children["a"].info.status == "FINISHED" and children["b"].info.status == "KILLED"
+    assert children["b"].data.tags["camotune.stop_reason"] == "asha_stopped"
+    parent = next(r for r in runs if "camotune.trial_id" not in r.data.tags)
+    assert children["b"].data.tags["mlflow.parentRunId"] == parent.info.run_id
+    for tid, epochs in (("a", 3), ("b", 1)):
+        for key in ("val_iou", "train_loss", "epoch"):
+            history = client.get_metric_history(children[tid].info.run_id, key)
+            assert sorted(m.step for m in history) == list(range(1, epochs + 1)), (tid, key)
+    assert steps(client, children["a"].info.run_id) == [(e, iou("a", e)) for e in (1, 2, 3)]
+    run_map = yaml.safe_load((settings.sweep_dir / RUNS_FILE).read_text())
+    assert run_map["trials"] == {t: r.info.run_id for t, r in children.items()}
+
+    before = snapshot(client, settings.experiment)
+    again = run_sync(settings.sweep_dir)
+    assert again.returncode == 0 and "nothing to send" in again.stderr
+    assert snapshot(client, settings.experiment) == before
+    proxy.down()
