@@ -95,7 +95,9 @@ def confirm_main(argv: Sequence[str]) -> int:
     if args.format == "csv":
         print(summary.to_csv(index=False), end="")
     elif args.format == "json":
-        print(summary.to_json(orient="records", indent=2))
+        import json
+
+        print(json.dumps(summary.to_dict(orient="records"), indent=2, default=float))
     print(f"winner: trial {winner['trial_id']} val_iou {winner['val_iou_mean']:.4f} "
           f"+- {winner['val_iou_std']:.4f} over {int(winner['seeds'])} seeds; {path}",
           file=sys.stderr)

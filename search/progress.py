@@ -18,6 +18,7 @@ one trial has ended. Floats are shown with 3-4 significant digits.
 
 from __future__ import annotations
 
+import atexit
 import logging
 import sys
 import time
@@ -249,7 +250,7 @@ class SweepProgress:
         header = ["trial", "state", "epoch", "val_iou", "best", "time", *names]
         now = self.clock()
         body = [[tid, t.state, f"{t.epoch}/{self.max_epochs}", fmt_iou(t.val_iou), fmt_iou(t.best),
-                 fmt_duration(t.seconds if t.seconds is not None else now - t.started),
+                 _age(t, now),
                  *(fmt_value(t.params.get(n)) for n in names)] for tid, t in shown]
         return header, body
 
@@ -282,6 +283,14 @@ class SweepProgress:
         self._live = Live(self.render(), console=console, auto_refresh=False,
                           redirect_stdout=False, redirect_stderr=True, transient=False)
         self._live.start()
+        # An interrupted sweep never reaches on_experiment_end: give the terminal back anyway.
+        atexit.register(self.close)
+
+
+def _age(t: TrialState, now: float) -> str:
+    if t.seconds is not None:
+        return fmt_duration(t.seconds)
+    return fmt_duration(now - t.started) if t.state == RUNNING else "-"  # ended before a resume
 
 
 def _params(params: dict[str, Any]) -> str:

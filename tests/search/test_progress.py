@@ -113,3 +113,13 @@ def test_formats() -> None:
     assert (fmt_duration(None), fmt_duration(5), fmt_duration(125), fmt_duration(3725)) == \
         ("unknown", "5s", "2m05s", "1h02m")
     assert rung_epochs(6, 2, 3) == {2, 6} and rung_epochs(18, 2, 3) == {2, 6, 18}
+
+
+def test_trials_ended_before_a_resume_count_but_give_no_eta() -> None:
+    clock = Clock()
+    p = _progress(clock)
+    p.add_ended("old", "completed", epochs=4, best=0.3)
+    p.trial_started("new", {})
+    assert p.headline() == "1 of 6 done (1 completed, 0 stopped), 1 running, 4 pending"
+    assert p.eta() is None
+    assert p.table_rows()[1][1][5] == "-"
