@@ -35,8 +35,16 @@ class _Stderr(logging.StreamHandler):
         pass
 
 
+def add_verbose_argument(parser: argparse.ArgumentParser) -> None:
+    """``--verbose``: debug log lines, and Ray's, Optuna's and MLflow's own console output
+    (hidden otherwise)."""
+    parser.add_argument("--verbose", action="store_true",
+                        help="debug log lines and the libraries' own console output "
+                             "(Ray Tune's tables, Optuna, MLflow; hidden by default)")
+
+
 def setup_logging(verbose: bool = False) -> None:
-    """Log lines to stderr: one line per event, plain text."""
+    """Log lines to stderr: one line per event, plain text; ``verbose``: DEBUG level."""
     handler = _Stderr()
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s",
                                            datefmt="%H:%M:%S"))

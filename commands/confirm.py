@@ -18,7 +18,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from camotune.cliutil import Parser, setup_logging
+from camotune.cliutil import Parser, add_verbose_argument, setup_logging
 from camotune.errors import BadInput
 from camotune.trainer.config import TrainConfig, from_dict
 
@@ -39,6 +39,10 @@ def confirm_parser() -> Parser:
                    help="what each rerun's best.pt is evaluated on (default test)")
     p.add_argument("--no-register", action="store_true",
                    help="do not register the winner in the MLflow Model Registry")
+    p.add_argument("--format", choices=("csv", "json"),
+                   help="also print the per-config summary on stdout in this format "
+                        "(default: none; the summary table is always on stderr)")
+    add_verbose_argument(p)
     return p
 
 
@@ -65,11 +69,13 @@ def rerun_configs(sweep_dir: Path, top_k: int, seeds: int) -> list[tuple[str, Tr
 
 
 def confirm_main(argv: Sequence[str]) -> int:
+    from camotune.search.quiet import quiet_third_party
     from camotune.search.reruns import run_all, summarise
     from camotune.search.settings import read_settings
 
     args = confirm_parser().parse_args(list(argv))
-    setup_logging()
+    setup_logging(args.verbose)
+    quiet_third_party(args.verbose)  # before Ray starts: plain log prefixes, no tqdm bars
     if args.top_k < 1 or args.seeds < 1:
         raise BadInput("--top-k and --seeds must be >= 1")
     sweep_dir = Path(args.sweep_dir)
@@ -85,7 +91,13 @@ def confirm_main(argv: Sequence[str]) -> int:
     table = pd.DataFrame(rows).merge(summary, on="trial_id")
     path = sweep_dir / CONFIRM_FILE
     table.to_csv(path, index=False)
-    print(summary.to_string(index=False, float_format=lambda v: f"{v:.4f}"))
+    print(summary.to_string(index=False, float_format=lambda v: f"{v:.4f}"), file=sys.stderr)
+    if args.format == "csv":
+        print(summary.to_csv(index=False), end="")
+    elif args.format == "json":
+        import json
+
+        print(json.dumps(summary.to_dict(orient="records"), indent=2, default=float))
     print(f"winner: trial {winner['trial_id']} val_iou {winner['val_iou_mean']:.4f} "
           f"+- {winner['val_iou_std']:.4f} over {int(winner['seeds'])} seeds; {path}",
           file=sys.stderr)

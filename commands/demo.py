@@ -6,13 +6,14 @@ Runs on a laptop CPU in a few minutes. Running it again starts a new sweep and r
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import sys
 from collections.abc import Sequence
 from datetime import datetime
 from pathlib import Path
 
-from camotune.cliutil import Parser, setup_logging
+from camotune.cliutil import Parser, add_verbose_argument, setup_logging
 
 log = logging.getLogger(__name__)
 
@@ -29,6 +30,7 @@ def demo_parser() -> Parser:
     p.add_argument("--num-samples", type=int, default=10, help="trials (default 10)")
     p.add_argument("--train-images", type=int, default=120, help="synthetic training scenes")
     p.add_argument("--seed", type=int, default=0, help="seeds the data and the searcher")
+    add_verbose_argument(p)
     return p
 
 
@@ -51,9 +53,11 @@ def demo(argv: Sequence[str]) -> int:
         sweep_parser,
     )
     from camotune.results.commands import export_main, results_main
+    from camotune.search.quiet import quiet_third_party
 
     args = demo_parser().parse_args(list(argv))
-    setup_logging()
+    setup_logging(args.verbose)
+    quiet_third_party(args.verbose)
     storage = Path(args.storage_path)
     data = ensure_data(Path(args.data) if args.data else storage / "demo-data" / DATA_NAME,
                        n_train=args.train_images, seed=args.seed)
@@ -65,9 +69,10 @@ def demo(argv: Sequence[str]) -> int:
     code = execute(settings, resume=False, closing_hint=False)
     sweep_dir = str(settings.sweep_dir)
     print(f"\n== leaderboard of {sweep_dir}", file=sys.stderr)
-    results_main([sweep_dir])
-    print("\n== the best trial, as a command that reproduces it:", file=sys.stderr)
-    export_main([sweep_dir, "--format", "cli"])
+    with contextlib.redirect_stdout(sys.stderr):  # for people: stdout is for machine output
+        results_main([sweep_dir])
+        print("\n== the best trial, as a command that reproduces it:")
+        export_main([sweep_dir, "--format", "cli"])
     print(f"\nplots: {sweep_dir}/plots/", file=sys.stderr)
     _print_mlflow_hint(settings)
     return code

@@ -12,13 +12,19 @@ from pathlib import Path
 from typing import Any
 
 from camotune import __version__
-from camotune.cliutil import Parser, setup_logging
+from camotune.cliutil import Parser, add_verbose_argument, setup_logging
 from camotune.errors import BadInput, JobFailed
 from camotune.search.settings import SweepSettings, read_settings
 from camotune.spaces.sweep_options import SweepOptions, add_option_arguments, check_grace, resolve
 from camotune.trainer.config import add_config_arguments, config_from_namespace
 
 log = logging.getLogger(__name__)
+
+# Training flags that mean nothing for a sweep: each trial trains in its own folder
+# (trials/<trial_id>/) and resumes from its own checkpoint.
+PER_TRIAL_FIELDS = ("checkpoint_dir", "resume_from")
+LEADERS_SHOWN = 5
+
 
 def sweep_parser() -> Parser:
     # No abbreviated flags: `--submit` forwards the command line minus its own flags, exactly.
@@ -37,7 +43,8 @@ def sweep_parser() -> Parser:
                    help="run the sweep's driver as a Ray job on the cluster at --address "
                         "http://HEAD:8265: prints the job id, follows its log (Ctrl-C stops "
                         "following, not the job); every path is a path on the cluster")
-    add_config_arguments(p)
+    add_verbose_argument(p)
+    add_config_arguments(p, exclude=PER_TRIAL_FIELDS)
     return p
 
 
@@ -69,6 +76,9 @@ def settings_from_args(args) -> SweepSettings:
     if space.design is not None and args.points:
         raise BadInput("--points: a factorial design enumerates its own trials")
     points = list(space.points) + (load_points(args.points, space) if args.points else [])
+    from camotune.commands.preflight import check_trials
+
+    check_trials(space, base, points, base.seed)  # what every trial needs, before Ray
     if args.warm_start:
         read_settings(args.warm_start)
     storage = Path(args.storage_path).expanduser().resolve()
@@ -92,6 +102,14 @@ def settings_from_args(args) -> SweepSettings:
     return settings
 
 
+def _setup_output(verbose: bool) -> None:
+    """Log lines on stderr; third-party console output off unless ``--verbose``."""
+    from camotune.search.quiet import quiet_third_party
+
+    setup_logging(verbose)
+    quiet_third_party(verbose)
+
+
 def _generated_name(space: str, storage: Path) -> str:
     stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
     name, n = f"{space}-{stamp}", 2
@@ -102,7 +120,7 @@ def _generated_name(space: str, storage: Path) -> str:
 
 def sweep_main(argv: Sequence[str]) -> int:
     args = sweep_parser().parse_args(list(argv))
-    setup_logging()
+    _setup_output(args.verbose)
     if args.submit:
         return _submit_sweep(args, argv)
     settings = settings_from_args(args)
@@ -144,12 +162,13 @@ def resume_parser() -> Parser:
     add_option_arguments(p, resume=True)
     p.add_argument("--submit", action="store_true",
                    help="resume as a Ray job on the cluster at --address (see camotune sweep)")
+    add_verbose_argument(p)
     return p
 
 
 def resume_main(argv: Sequence[str]) -> int:
     args = resume_parser().parse_args(list(argv))
-    setup_logging()
+    _setup_output(args.verbose)
     if args.submit:
         from camotune.search import submit
 
@@ -185,11 +204,58 @@ def execute(settings: SweepSettings, *, resume: bool, closing_hint: bool = True)
     sweep.run(settings, resume=resume, tracker=tracker)
     log.info("sweep %s finished in %.0f s", settings.name, time.time() - started)
     summary = _finish(settings, tracker)
-    if closing_hint:  # the demo prints it after its own summary instead
+    if closing_hint:  # the demo prints these after its own summary instead
+        _print_leaders(settings, summary)
         _print_mlflow_hint(settings)
     if summary is not None and summary.get("finished", 1) == 0:
-        raise JobFailed("no trial of the sweep produced a validation IoU", reason="error")
+        raise _all_failed(settings)
     return 0
+
+
+def _print_leaders(settings: SweepSettings, summary: dict[str, Any] | None) -> None:
+    """The end of a sweep on stderr (stdout is for machine-readable output, which `camotune
+    results --format csv|json` and `camotune export --format` give): the top trials of the
+    leaderboard and the best trial as a `camotune train` command."""
+    if summary is None:
+        return
+    from camotune.results.leaderboard import to_table
+    from camotune.results.read import load_sweep
+
+    lines = to_table(load_sweep(settings.sweep_dir)).splitlines()
+    head, rows = lines[:4], lines[4:]  # counts, compute, blank line, column names
+    more = len(rows) - LEADERS_SHOWN
+    shown = head + rows[:LEADERS_SHOWN]
+    if more > 0:
+        shown.append(f"... {more} more: camotune results {settings.sweep_dir}")
+    print("\n".join(["", *shown]), file=sys.stderr)
+    command = summary.get("files", {}).get("best_command")
+    if command:
+        print(f"\nbest trial {summary['best_trial_id']} (best_val_iou "
+              f"{float(summary['best_val_iou']):.4f}), as a command:\n"
+              f"{Path(command).read_text().rstrip()}", file=sys.stderr)
+
+
+def _all_failed(settings: SweepSettings) -> JobFailed:
+    """The sweep's failure when no trial produced a validation IoU: the trials' common
+    reason and the first line of its message when every trial failed the same way."""
+    from camotune.sweepdir import TRIALS_FILE, read_events
+
+    ends = [e for e in read_events(settings.sweep_dir / TRIALS_FILE) if e["event"] == "end"]
+    reasons = {e["stop_reason"] for e in ends}
+    if len(reasons) == 1:
+        reason = reasons.pop()
+        firsts = {(e.get("message") or "").strip().splitlines()[0]
+                  for e in ends if (e.get("message") or "").strip()}
+        message = f"every trial ({len(ends)}) ended with {reason}"
+        if len(firsts) == 1:
+            message += f": {firsts.pop()}"
+        elif firsts:
+            message += f" ({len(firsts)} different messages; see trials.jsonl)"
+        return JobFailed(message, reason=reason)
+    counts = ", ".join(f"{r} {sum(e['stop_reason'] == r for e in ends)}"
+                       for r in sorted(reasons, key=str)) or "no trial ended"
+    return JobFailed(f"no trial of the sweep produced a validation IoU ({counts}); "
+                     f"see {settings.sweep_dir / TRIALS_FILE}", reason="error")
 
 
 def _tracker(settings: SweepSettings):

@@ -55,5 +55,6 @@ def finalize(sweep_dir: str | os.PathLike) -> dict[str, Any]:
     for note in notes:  # edge warnings as warnings; skipped plots and what fANOVA used as info
         log.log(logging.WARNING if note.startswith("warning") else logging.INFO, "%s", note)
     log.info("results sweep=%s trials=%d finished=%d best=%s best_val_iou=%s", sweep.name,
-             out["trials"], out["finished"], out["best_trial_id"], out["best_val_iou"])
+             out["trials"], out["finished"], out["best_trial_id"],
+             "-" if out["best_val_iou"] is None else f"{float(out['best_val_iou']):.4f}")
     return {**out, "files": files, "notes": notes}

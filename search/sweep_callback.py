@@ -22,7 +22,7 @@ from typing import Any
 
 from ray.tune import Callback
 
-from camotune.search.progress import StatusTable
+from camotune.search.progress import SweepProgress, rung_epochs
 from camotune.search.settings import SweepSettings
 from camotune.search.stop_registry import StopRegistry
 from camotune.search.trainable import read_outcome, trial_config, trial_params, write_ended
@@ -47,8 +47,7 @@ class SweepCallback(Callback):
         self._started: set[str] = set()
         self._orphans_checked = False
         self._workers: dict[str, int] = {}
-        self._table: dict[str, dict[str, Any]] = {}
-        self._status = StatusTable(settings.max_epochs)
+        self.progress = _progress(settings)
 
     # -- state ---------------------------------------------------------------------------------
     @property
@@ -71,6 +70,8 @@ class SweepCallback(Callback):
                 self._prior_seconds[tid] = float(event.get("seconds", 0.0))
             elif event["event"] == "end":
                 self._ended[tid] = event
+                self.progress.add_ended(tid, event["stop_reason"], epochs=event.get("epochs"),
+                                        best=event.get("best_val_iou"))
         self.tracker.sweep_start(self.settings)
 
     def seconds(self, trial_id: str) -> float:
@@ -96,8 +97,7 @@ class SweepCallback(Callback):
                           "workers": cfg.workers_per_trial},
         }
         append_event(self.path, record)
-        row = self._table.setdefault(tid, {"epoch": 0, "val_iou": None, "best": None})
-        row.update(state="running", params=params)
+        self.progress.trial_started(tid, params)
         self.tracker.trial_start(tid, record)
 
     def on_trial_result(self, iteration: int, trials: list, trial, result: dict, **info: Any) -> None:
@@ -110,9 +110,8 @@ class SweepCallback(Callback):
         self._last[tid] = metrics
         append_event(self.path, {"event": "epoch", "trial_id": tid, "epoch": int(result["epoch"]),
                                  "metrics": metrics, "seconds": self.seconds(tid)})
-        row = self._table.setdefault(tid, {"state": "running", "params": {}})
-        row.update(epoch=metrics["epoch"], val_iou=metrics["val_iou"],
-                   best=metrics["best_val_iou"])
+        self.progress.trial_epoch(tid, metrics["epoch"], metrics["val_iou"],
+                                  metrics["best_val_iou"])
         self.tracker.trial_epoch(tid, metrics)
 
     def on_trial_complete(self, iteration: int, trials: list, trial, **info: Any) -> None:
@@ -131,13 +130,13 @@ class SweepCallback(Callback):
                                      "seconds": self.seconds(tid)})
             self._prior_seconds[tid] = self.seconds(tid)
             self._segment_start.pop(tid, None)
-            self._table.setdefault(tid, {"params": {}})["state"] = "interrupted"
+            self.progress.trial_interrupted(tid)
 
     def on_step_end(self, iteration: int, trials: list, **info: Any) -> None:
-        self._status.maybe_print(self._table)
+        self.progress.tick()
 
     def on_experiment_end(self, trials: list, **info: Any) -> None:
-        self._status.maybe_print(self._table, force=True)
+        self.progress.close()
 
     def on_trial_error(self, iteration: int, trials: list, trial, **info: Any) -> None:
         tid = trial.trial_id
@@ -176,9 +175,7 @@ class SweepCallback(Callback):
         write_ended(self.trial_dir(tid), reason)
         self._segment_start.pop(tid, None)
         self._prior_seconds[tid] = self.seconds(tid)
-        log.info("trial %s ended: stop_reason=%s epochs=%d best_val_iou=%s", tid, reason,
-                 record["epochs"], _fmt(record["best_val_iou"]))
-        self._table.setdefault(tid, {"params": {}})["state"] = reason
+        self.progress.trial_ended(tid, reason, best=record["best_val_iou"], message=message)
         self.tracker.trial_end(tid, record, self.trial_dir(tid))
         self._retain()
 
@@ -214,6 +211,15 @@ class SweepCallback(Callback):
             self.mark_orphans({t.trial_id for t in trials})
 
 
+def _progress(settings: SweepSettings) -> SweepProgress:
+    """The live view (search/progress.py): the trial count, and ASHA's rungs for the pipe's
+    epoch lines."""
+    rungs = (rung_epochs(settings.max_epochs, settings.grace_period, settings.reduction_factor)
+             if settings.scheduler == "asha" else None)
+    total = len(settings.trial_params()) or settings.num_samples
+    return SweepProgress(total, settings.max_epochs, rungs=rungs)
+
+
 def _clean(value: Any) -> Any:
     if value is None:
         return None
@@ -222,7 +228,3 @@ def _clean(value: Any) -> Any:
     if isinstance(value, float) and math.isnan(value):
         return None
     return value
-
-
-def _fmt(value: Any) -> str:
-    return "-" if value is None else f"{float(value):.4f}"

@@ -130,7 +130,7 @@ def _params(params: Any, fixed: dict[str, Any]) -> dict[str, Dist]:
         if not isinstance(dist, Dist):
             raise BadInput(f"{key}: expected a distribution (got {excerpt(dist)})")
         dist = _dist_for_field(name, dist, key)
-        for value in _values_to_check(dist):
+        for value in values_to_check(dist):
             check_config({**fixed, name: value}, key)
         out[name] = dist
     return out
@@ -167,7 +167,9 @@ def _dist_for_field(name: str, dist: Dist, key: str) -> Dist:
     return dist
 
 
-def _values_to_check(dist: Dist) -> list[Any]:
+def values_to_check(dist: Dist) -> list[Any]:
+    """The values of ``dist`` a space check tries: every choice, every integer of a small
+    ``int`` range, else both ends (and ``low + 1`` for a large ``int`` range)."""
     if dist.type == "choice":
         return list(dist.values)
     if dist.type == "int" and dist.high - dist.low < _EXHAUSTIVE_INT_RANGE:

@@ -13,7 +13,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import math
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -306,11 +306,15 @@ DEFAULTS = TrainConfig()
 
 # -- command line -----------------------------------------------------------------------------
 
-def add_config_arguments(parser: argparse.ArgumentParser, base: TrainConfig = DEFAULTS) -> None:
-    """Add one flag per field. Defaults are suppressed, so a parsed namespace holds exactly the
-    flags the user gave (which `config_from_namespace` lays over ``base``)."""
+def add_config_arguments(parser: argparse.ArgumentParser, base: TrainConfig = DEFAULTS, *,
+                         exclude: Collection[str] = ()) -> None:
+    """Add one flag per field (but the fields named in ``exclude``). Defaults are suppressed,
+    so a parsed namespace holds exactly the flags the user gave (which
+    `config_from_namespace` lays over ``base``)."""
     group = parser.add_argument_group("training flags (TrainConfig)")
     for name, f in FIELDS.items():
+        if name in exclude:
+            continue
         kind = _kind(f)
         default = getattr(base, name)
         bounds = f"; range {_num(LIMITS[name][0])}..{_num(LIMITS[name][1])}" \
