@@ -25,6 +25,13 @@ def _argv(text: str, where: str) -> list[str]:
     return argv
 
 
+def _is_file(path: Path) -> bool:
+    try:
+        return path.is_file()
+    except OSError:  # a command line too long to be a file name
+        return False
+
+
 def read_run(value: str, which: str) -> TrainConfig:
     """The config of ``--good``/``--bad`` (``which``) ``value``: a ``config.yaml`` (read with
     the trainer's YAML loader), a file holding a ``camotune train ...`` line (``command.txt``),
@@ -32,8 +39,9 @@ def read_run(value: str, which: str) -> TrainConfig:
     values and unreadable files raise BadInput naming ``--<which>``."""
     where = f"--{which}"
     path = Path(value).expanduser()
-    looks_like_file = "\n" not in value and not value.lstrip().startswith("-") and (
-        path.suffix in (".yaml", ".yml", ".txt") or path.is_file())
+    looks_like_file = "\n" not in value and not value.lstrip().startswith("-") and \
+        not value.lstrip().startswith("camotune ") and (
+            path.suffix in (".yaml", ".yml", ".txt") or _is_file(path))
     try:
         if looks_like_file:
             if not path.is_file():
