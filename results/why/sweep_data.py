@@ -31,13 +31,15 @@ from camotune.errors import BadInput
 from camotune.results.attribution import FAILED_AS_ZERO
 from camotune.results.collapse import outcome_labels
 from camotune.results.read import UNFINISHED, load_sweep
+from camotune.spaces.design import Design
+from camotune.spaces.pair import Factor
 from camotune.spaces.pair_design import PairDesign, design_pair
 from camotune.trainer.config import from_dict, to_dict
 
 from .report import why_report
 
-__all__ = ["FOLDOVER_DIR", "WHY_FILE", "is_why_sweep", "read_why", "response_names",
-           "trial_table", "why_sweep_report", "write_why"]
+__all__ = ["FOLDOVER_DIR", "WHY_FILE", "design_sweep_report", "is_why_sweep", "read_why",
+           "response_names", "trial_table", "why_sweep_report", "write_why"]
 
 WHY_FILE = "why.yaml"
 FOLDOVER_DIR = "foldover"
@@ -82,9 +84,9 @@ def response_names(at_epoch: int | None) -> list[str]:
     return ["final_iou", *([f"iou_epoch{at_epoch}"] if at_epoch else []), "collapsed"]
 
 
-def _coded(config: dict[str, Any], pair: PairDesign) -> dict[str, int] | None:
+def _coded(config: dict[str, Any], factors: Sequence[Factor]) -> dict[str, int] | None:
     out = {}
-    for f in pair.factors:
+    for f in factors:
         values = tuple(config.get(name) for name in f.fields)
         if _same(values, f.good):
             out[f.name] = -1
@@ -112,11 +114,11 @@ def _iou_at(history: list[dict[str, Any]], epoch: int) -> float:
     return math.nan
 
 
-def trial_table(sweep_dirs: Sequence[str | os.PathLike], pair: PairDesign,
-                at_epoch: int | None) -> pd.DataFrame:
+def trial_table(sweep_dirs: Sequence[str | os.PathLike], factors: Sequence[Factor],
+                epochs: int, at_epoch: int | None) -> pd.DataFrame:
     """One row per trial of ``sweep_dirs``: ``trial_id``, ``stop_reason`` (post-hoc label),
-    ``epochs``, the coded factor columns, ``seed`` and the responses (module docstring)."""
-    epochs = pair.good.epochs
+    ``epochs``, the coded factor columns, ``seed`` and the responses (module docstring);
+    ``epochs`` is the design's last epoch."""
     rows = []
     for folder in sweep_dirs:
         sweep = load_sweep(folder)
@@ -124,7 +126,7 @@ def trial_table(sweep_dirs: Sequence[str | os.PathLike], pair: PairDesign,
             continue
         labels = outcome_labels(sweep.trials)
         for (_, t), label in zip(sweep.trials.iterrows(), labels, strict=True):
-            coded = _coded(t["config"] or {}, pair)
+            coded = _coded(t["config"] or {}, factors)
             if coded is None:
                 raise BadInput(f"{folder}: trial {t['trial_id']} is not a run of the design")
             history = t["history"] or []
@@ -141,7 +143,7 @@ def trial_table(sweep_dirs: Sequence[str | os.PathLike], pair: PairDesign,
             else:
                 row["collapsed"] = math.nan
             rows.append(row)
-    columns = ["trial_id", "stop_reason", "epochs", *(f.name for f in pair.factors), "seed",
+    columns = ["trial_id", "stop_reason", "epochs", *(f.name for f in factors), "seed",
                *response_names(at_epoch)]
     return pd.DataFrame(rows, columns=columns)
 
@@ -157,7 +159,7 @@ def why_sweep_report(sweep_dir: str | os.PathLike,
     fold = sweep_dir / FOLDOVER_DIR
     if (fold / "sweep.yaml").is_file():
         folders.append(fold)
-    table = trial_table(folders, pair, at_epoch)
+    table = trial_table(folders, pair.factors, pair.good.epochs, at_epoch)
     summary = pair.summary()
     design = dict(summary["design"])
     if len(folders) > 1:
@@ -170,5 +172,46 @@ def why_sweep_report(sweep_dir: str | os.PathLike,
     if table.empty:
         raise BadInput(f"{sweep_dir}: no trial has started yet")
     report = why_report(table, summary["factors"], response_names(at_epoch), design=design)
+    report["trials"] = len(table)
+    return report
+
+
+def design_sweep_report(sweep_dir: str | os.PathLike,
+                        at_epoch: int | None = None) -> dict[str, Any] | None:
+    """The why report of any design sweep: a `camotune why` sweep (`why_sweep_report`), or a
+    space file's ``design:`` with its first level as "good" (coded -1) and its second as
+    "bad"; None for a sampled sweep. ``at_epoch`` defaults to 3 for a space-file design (when
+    its trials run longer)."""
+    sweep_dir = Path(sweep_dir)
+    if is_why_sweep(sweep_dir):
+        return why_sweep_report(sweep_dir, at_epoch)
+    sweep = load_sweep(sweep_dir)
+    spec = sweep.design
+    if not spec:
+        return None
+    design = Design.from_dict(spec)
+    factors = [Factor(name, (name,), (a,), (b,)) for name, (a, b) in design.levels.items()]
+    epochs = sweep.max_epochs
+    if at_epoch is None and epochs > 3:
+        at_epoch = 3
+    table = trial_table([sweep_dir], factors, epochs, at_epoch)
+    if table.empty:
+        return None
+    aliases = {}
+    for name in design.factors:
+        if design.aliases(name):
+            aliases[name] = list(design.aliases(name))
+    for i, a in enumerate(design.factors):
+        for b in design.factors[i + 1:]:
+            if design.aliases(a, b):
+                aliases[f"{a}:{b}"] = list(design.aliases(a, b))
+    summary = {"type": "full factorial" if design.fraction == 1 else
+               f"1/{design.fraction} fraction", "runs": design.n_runs,
+               "seeds": sorted({int(s) for s in table["seed"]}), "trials": len(table),
+               "resolution": design.resolution, "generators": list(design.generators),
+               "defining_relation": list(design.defining_relation), "letters": design.letters,
+               "extra_good_corner": False, "aliases": aliases, "epochs": epochs}
+    report = why_report(table, [f.to_dict() for f in factors], response_names(at_epoch),
+                        design=summary)
     report["trials"] = len(table)
     return report
