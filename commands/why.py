@@ -94,15 +94,15 @@ def _pair(args) -> PairDesign:
     dataset = Path(args.dataset_path).expanduser().resolve()
     if not dataset.is_dir():
         raise BadInput(f"--dataset-path: folder not found: {args.dataset_path}")
-    from camotune.trainer.data import find_train
-
-    find_train(dataset)
     if args.seeds < 1:
         raise BadInput(f"--seeds must be >= 1 (got {args.seeds})")
     good = with_common(read_run(args.good, "good"), args.common, str(dataset))
     bad = with_common(read_run(args.bad, "bad"), args.common, str(dataset))
     pair = design_pair(good, bad, seeds=range(args.seeds), max_runs=args.max_runs,
                        epochs=args.epochs, group=_groups(args.group))
+    from camotune.trainer.data import find_train
+
+    find_train(dataset)  # the layout is checked now, not in every trial
     if args.at_epoch is not None and not 1 <= args.at_epoch <= pair.good.epochs:
         raise BadInput(f"--at-epoch {args.at_epoch}: must lie in 1..{pair.good.epochs}")
     return pair
