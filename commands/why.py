@@ -200,6 +200,15 @@ def _run_and_report(settings, args, report_dir: Path, on_prepare) -> int:
         code = execute(settings, resume=False, after_prepare=on_prepare)
     report = why_sweep_report(report_dir, at_epoch=args.at_epoch)
     text = render_text(report)
+    expected = settings.trial_params()
+    done = report["responses"].get("final_iou", {}).get("n_trials", 0) \
+        - report["responses"].get("final_iou", {}).get("n_missing", 0)
+    if done < len(expected):
+        note = (f"PARTIAL: {done} of {len(expected)} trials of this sweep have a final value; "
+                f"finish it with `camotune resume {settings.sweep_dir}`, then read "
+                f"`camotune results {report_dir} --why`")
+        log.warning("%s", note)
+        text = note + "\n\n" + text
     (report_dir / "why.json").write_text(json.dumps(report, indent=2, allow_nan=False) + "\n")
     (report_dir / "why.txt").write_text(text + "\n")
     _track(report, text, report_dir, args)

@@ -149,7 +149,9 @@ def why_run(data: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path,
     return root / "runs" / "w", json.loads(out.getvalue()), out.getvalue()
 
 
+# 8 trials take about 4 min on 2 quiet cores; the margin is for a busy shared machine.
 @pytest.mark.slow
+@pytest.mark.timeout(1800)
 def test_a_real_why_run_reports_every_key(why_run: tuple[Path, dict, str]) -> None:
     folder, report, _ = why_run
     assert [f["name"] for f in report["factors"]] == ["lr", "use_ema"]
@@ -176,6 +178,7 @@ def test_a_real_why_run_reports_every_key(why_run: tuple[Path, dict, str]) -> No
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(1800)
 def test_a_real_why_run_holds_both_corners_and_results_repeats_it(
         why_run: tuple[Path, dict, str], capsys: pytest.CaptureFixture[str]) -> None:
     from camotune.results.why.sweep_data import read_why, trial_table
@@ -190,3 +193,19 @@ def test_a_real_why_run_holds_both_corners_and_results_repeats_it(
     assert json.loads(capsys.readouterr().out)["responses"] == report["responses"]
     assert main(["results", str(folder)]) == 0
     assert "== why: good (first level) against bad (second level) ==" in capsys.readouterr().out
+
+
+def test_fold_over_dry_run_reads_why_yaml(tmp_path: Path,
+                                          capsys: pytest.CaptureFixture[str]) -> None:
+    from camotune.results.why.sweep_data import write_why
+
+    good = from_argv(["--lr", "0.001", "--img-size", "64", "--batch-size", "4",
+                      "--no-use-ema", "--no-deep-supervision"])
+    bad = from_argv(["--lr", "0.0001", "--img-size", "96", "--batch-size", "8",
+                     "--use-ema", "--deep-supervision"])
+    pair = design_pair(good, bad, seeds=(0, 1), max_runs=20)
+    write_why(tmp_path, pair, max_runs=20, group=[], at_epoch=None)
+    assert main(["why", "--fold-over", str(tmp_path), "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    assert "16 runs x 2 seed(s) [0, 1] = 32 trials" in out
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["why.yaml"]
