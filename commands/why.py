@@ -201,8 +201,7 @@ def _run_and_report(settings, args, report_dir: Path, on_prepare) -> int:
     report = why_sweep_report(report_dir, at_epoch=args.at_epoch)
     text = render_text(report)
     expected = settings.trial_params()
-    done = report["responses"].get("final_iou", {}).get("n_trials", 0) \
-        - report["responses"].get("final_iou", {}).get("n_missing", 0)
+    done = report["responses"].get("final_iou", {}).get("n_trials", 0)  # trials with a value
     if done < len(expected):
         note = (f"PARTIAL: {done} of {len(expected)} trials of this sweep have a final value; "
                 f"finish it with `camotune resume {settings.sweep_dir}`, then read "
