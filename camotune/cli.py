@@ -31,6 +31,8 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "export": ("camotune.results.commands", "export_main", "best (or k-th) config of a sweep"),
     "confirm": ("camotune.commands.confirm", "confirm_main",
                 "rerun the leaders with several seeds and evaluate them"),
+    "why": ("camotune.commands.why", "why_main",
+            "which of the changes between a good and a bad run made it fail"),
     "demo": ("camotune.commands.sweep", "demo_main",
              "synthetic data, a small sweep, its leaderboard and best command"),
 }

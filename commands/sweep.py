@@ -6,7 +6,7 @@ import dataclasses
 import logging
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -15,7 +15,13 @@ from camotune import __version__
 from camotune.cliutil import Parser, add_verbose_argument, setup_logging
 from camotune.errors import BadInput, JobFailed
 from camotune.search.settings import SweepSettings, read_settings
-from camotune.spaces.sweep_options import SweepOptions, add_option_arguments, check_grace, resolve
+from camotune.spaces.sweep_options import (
+    SweepOptions,
+    add_option_arguments,
+    check_design_options,
+    check_grace,
+    resolve,
+)
 from camotune.trainer.config import add_config_arguments, config_from_namespace
 
 log = logging.getLogger(__name__)
@@ -73,6 +79,8 @@ def settings_from_args(args) -> SweepSettings:
 
     options = resolve(vars(args), space.sweep)
     SweepOptions(**options)  # each option checked by its own rule, before anything is written
+    if space.design is not None:
+        check_design_options(options)
     if space.design is not None and args.points:
         raise BadInput("--points: a factorial design enumerates its own trials")
     points = list(space.points) + (load_points(args.points, space) if args.points else [])
@@ -186,8 +194,10 @@ def resume_main(argv: Sequence[str]) -> int:
     return execute(settings, resume=True)
 
 
-def execute(settings: SweepSettings, *, resume: bool, closing_hint: bool = True) -> int:
-    """Start Ray, run or continue the sweep, write its results; the exit code."""
+def execute(settings: SweepSettings, *, resume: bool, closing_hint: bool = True,
+            after_prepare: Callable[[SweepSettings], Any] | None = None) -> int:
+    """Start Ray, run or continue the sweep, write its results; the exit code.
+    ``after_prepare`` is called once the sweep folder exists, before any trial runs."""
     from camotune.search import sweep
     from camotune.search.distributed import check_resources
 
@@ -195,6 +205,8 @@ def execute(settings: SweepSettings, *, resume: bool, closing_hint: bool = True)
     check_resources(cpus=settings.cpus_per_trial, gpus=settings.gpus_per_trial, workers=workers)
     tracker = _tracker(settings)  # checks the tracking store before Ray starts
     sweep.prepare(settings, resume=resume)
+    if after_prepare is not None:
+        after_prepare(settings)
     _print_mlflow_hint(settings)
     log.info("sweep %s: space=%s searcher=%s scheduler=%s max_epochs=%d trials=%s folder=%s",
              settings.name, settings.space_source, settings.searcher, settings.scheduler,

@@ -24,6 +24,11 @@ def results_parser() -> Parser:
     p.add_argument("--format", choices=("table", "csv", "json"), default="table",
                    help="table for people; csv and json go to stdout alone (default: "
                         "%(default)s)")
+    p.add_argument("--why", action="store_true",
+                   help="a design sweep's `camotune why` report alone (text; with --format "
+                        "json the report object instead of the leaderboard list)")
+    p.add_argument("--at-epoch", type=int, metavar="K",
+                   help="with --why or a design sweep's table: also analyse val_iou at epoch K")
     p.add_argument("--plots", metavar="DIR",
                    help="also write the PNG plots into DIR (default: none; a finished sweep "
                         "has them in <sweep_dir>/plots)")
@@ -37,6 +42,8 @@ def results_main(argv: Sequence[str]) -> int:
     from camotune.results.read import load_sweep
 
     sweep = load_sweep(args.sweep_dir)
+    if args.why:
+        return _why(args)
     notes: list[str] = []
     if args.plots:
         from camotune.results.plots import write_plots
@@ -48,22 +55,47 @@ def results_main(argv: Sequence[str]) -> int:
     elif args.format == "csv":
         sys.stdout.write(leaderboard.to_csv(sweep))
     else:
-        print(_table(sweep, notes))
+        print(_table(sweep, notes, args.at_epoch))
         notes = []
     for note in notes:
         print(note, file=sys.stderr)
     return 0
 
 
-def _table(sweep, notes: list[str]) -> str:
+def _why(args) -> int:
+    import json
+
+    from camotune.errors import BadInput
+    from camotune.results.why import render_text
+    from camotune.results.why.sweep_data import design_sweep_report
+
+    report = design_sweep_report(args.sweep_dir, args.at_epoch)
+    if report is None:
+        raise BadInput(f"{args.sweep_dir}: --why needs a design sweep with trials (camotune why "
+                       "or a space file's design:)")
+    print(json.dumps(report, indent=2, allow_nan=False) if args.format == "json"
+          else render_text(report))
+    return 0
+
+
+def _table(sweep, notes: list[str], at_epoch: int | None = None) -> str:
     from camotune.results.collapse import collapse_report, separation, separation_text
     from camotune.results.leaderboard import to_table
     from camotune.results.plots import edge_warnings
+    from camotune.results.why import render_text
+    from camotune.results.why.sweep_data import design_sweep_report, is_why_sweep
 
     parts = [to_table(sweep)]
     warnings = list(dict.fromkeys([*edge_warnings(sweep), *notes]))
     if warnings:
         parts.append("\n".join(warnings))
+    if sweep.design:
+        why = design_sweep_report(sweep.path, at_epoch)
+        if why is not None:
+            parts.append("== why: good (first level) against bad (second level) ==\n"
+                         + render_text(why))
+        if is_why_sweep(sweep.path):
+            return "\n\n".join(parts)
     report = collapse_report(sweep)
     if report is not None:
         parts.append(report)

@@ -33,6 +33,9 @@ class SweepSettings(SweepOptions):
     seed: int = 0
     points: list[dict[str, Any]] = field(default_factory=list)
     warm_start: str | None = None
+    # Explicit design trials (params dicts, seed included) replacing the space's design
+    # enumeration: `camotune why` writes its generated design here.
+    trials: list[dict[str, Any]] = field(default_factory=list)
     created: str = ""
     version: str = ""
 
@@ -71,8 +74,11 @@ class SweepSettings(SweepOptions):
         return self.space.design is not None
 
     def trial_params(self) -> list[dict[str, Any]]:
-        """The design's trials (factorial spaces), in order; [] for sampled spaces."""
-        return self.space.design_trials(self.base.seed) if self.is_design else []
+        """The design's trials (factorial spaces), in order; [] for sampled spaces. Explicit
+        ``trials`` (a generated design, `camotune why`) win over the space's enumeration."""
+        if not self.is_design:
+            return []
+        return [dict(t) for t in self.trials] or self.space.design_trials(self.base.seed)
 
     def to_dict(self) -> dict[str, Any]:
         own = [f for f in dataclasses.fields(self) if f.name not in _OPTION_NAMES]

@@ -276,6 +276,25 @@ def check_sweep(sweep: Any, design: Any, fixed: Mapping[str, Any]) -> dict[str, 
     return sweep
 
 
+DESIGN_NEEDS = ("a design needs every trial trained to the same epoch: use --trial-scheduler "
+                "fifo --no-collapse-stopper (or sweep: {trial_scheduler: fifo, "
+                "collapse_stopper: false} in the space file)")
+
+
+def check_design_options(options: Mapping[str, Any]) -> None:
+    """A design sweep must run FIFO without the collapse stopper: an early stop would become
+    that trial's final response and a design point would go missing. ``options`` are
+    `resolve`'s output; BadInput naming what is on otherwise."""
+    on = []
+    if options.get("scheduler", SweepOptions.__dataclass_fields__["scheduler"].default) != "fifo":
+        on.append("the ASHA trial scheduler")
+    collapse = options.get("collapse")
+    if collapse is None or collapse.enabled:
+        on.append("the collapse stopper")
+    if on:
+        raise BadInput(f"{' and '.join(on)} would stop trials early; {DESIGN_NEEDS}")
+
+
 def add_option_arguments(parser: argparse.ArgumentParser, *, resume: bool = False) -> None:
     """The flags of every option (``camotune sweep``), or those marked ``resume_help``
     (``camotune resume``). Options a space may set default to None (unset: the space's value,
