@@ -114,6 +114,7 @@ def rows_of(sw: sweeplib.Sweep, *, quick: bool, epochs: int, n_train: int, rate:
     sized = shortest >= 10 and n_trials >= 8 * slots  # the goals' conditions
     gaps = sw.slot_startups()
     startup = benchlib.median(gaps)
+    loop, own = sw.slot_startup_parts()
     tag = (f"FIFO, {n_trials} trials ({n_trials / slots:.0f} per slot) x {epochs} epochs of "
            f"{epoch_s:.1f} s (shortest {shortest:.1f} s; {n_train} images at 64 px), "
            f"{slots} slots")
@@ -132,7 +133,9 @@ def rows_of(sw: sweeplib.Sweep, *, quick: bool, epochs: int, n_train: int, rate:
         benchlib.ratio_row(
             "trial_startup", f"median per-trial start-up on a slot: end of a trial to the first "
             f"batch of the next trial on the same slot (first batch = first epoch event less "
-            f"its epoch_time_s; {len(gaps)} gaps, max {max(gaps, default=math.nan):.1f} s)",
+            f"its epoch_time_s; {len(gaps)} gaps, max {max(gaps, default=math.nan):.1f} s; "
+            f"medians: end to the next start event {benchlib.median(loop):.1f} s, start event "
+            f"to first batch {benchlib.median(own):.1f} s)",
             startup, "<= 1 s" + why, benchlib.at_most(startup, 1.0) if sized else None,
             command, unit="s"),
         benchlib.figure_row(f"training step rate used to size the epochs ({rate:.1f} images/s "

@@ -151,14 +151,14 @@ class Sweep:
         ends = [t.ended for t in self.trials.values() if "time" in t.end]
         return max(ends) - min(starts) if starts and ends else math.nan
 
-    def slot_startups(self) -> list[float]:
-        """Per-trial start-up on a slot: seconds from the end of one trial to the first batch
-        of the next trial that took its slot (see `Trial.first_batch`). Slots are rebuilt from
-        the driver's events: each trial, in start order, takes the slot freed last before its
-        start (trials that started on an empty slot, the first ``slots``, have no gap)."""
+    def slot_successions(self) -> list[tuple[float, Trial]]:
+        """(end time of the trial a slot held before, the trial that took the slot over), for
+        every trial that did not start on an empty slot. Slots are rebuilt from the driver's
+        events: each trial, in start order, takes the slot freed last before its start (the
+        first ``slots`` trials start on empty slots)."""
         free: list[float] = []        # end times of slots whose trial has ended
         running: list[Trial] = []
-        gaps: list[float] = []
+        out: list[tuple[float, Trial]] = []
         for t in sorted(self.trials.values(), key=lambda t: t.started):
             for r in [r for r in running if r.ended <= t.started]:
                 running.remove(r)
@@ -166,13 +166,26 @@ class Sweep:
             if free:
                 prev = max(free)
                 free.remove(prev)
-                gaps.append(t.first_batch - prev)
+                out.append((prev, t))
             elif len(running) >= self.slots:  # started before the driver logged an end
                 r = min(running, key=lambda r: r.ended)
                 running.remove(r)
-                gaps.append(t.first_batch - r.ended)
+                out.append((r.ended, t))
             running.append(t)
+        return out
+
+    def slot_startups(self) -> list[float]:
+        """Per-trial start-up on a slot: seconds from the end of one trial to the first batch
+        of the next trial that took its slot (see `Trial.first_batch`)."""
+        gaps = [t.first_batch - prev for prev, t in self.slot_successions()]
         return [g for g in gaps if not math.isnan(g)]
+
+    def slot_startup_parts(self) -> tuple[list[float], list[float]]:
+        """The start-up split at the next trial's start event: (end -> start event: the Tune
+        loop between trials; start event -> first batch: the trial's own start-up)."""
+        pairs = [(t.started - prev, t.first_batch - t.started)
+                 for prev, t in self.slot_successions() if not math.isnan(t.first_batch)]
+        return [a for a, _ in pairs], [b for _, b in pairs]
 
     @property
     def useful_over_trial_phase(self) -> float:

@@ -114,3 +114,6 @@ def test_slot_startups_measure_end_to_first_batch() -> None:
               "d": trial("d", 6.3, 9.7, 3.0, 9.8)}   # b's slot: first batch 6.7, gap 0.5
     sw = sweeplib.Sweep("s", Path("."), 10.0, 2, trials)
     assert sorted(round(g, 6) for g in sw.slot_startups()) == [0.5, 1.0]
+    loop, own = sw.slot_startup_parts()
+    assert sorted(round(x, 6) for x in loop) == [0.1, 0.1]   # c: 5.5 -> 5.6, d: 6.2 -> 6.3
+    assert sorted(round(x, 6) for x in own) == [0.4, 0.9]
