@@ -267,14 +267,14 @@ def rows_of(variants: dict, check: dict | None, sweeps: list[sweeplib.Sweep], s:
             "tune_overhead_short", f"Tune + MLflow useful/allocated seconds, the FIFO sweep "
             f"({len(fifo.trials)} trials x {s['max_t']} epochs of {epoch_s:.1f} s, {slots} "
             f"slots; over its trial phase {fifo.useful_over_trial_phase:.2f})", ratio,
-            "informational (epochs far below 10 s; see tune_overhead)", None, command),
+            "informational (short sweep; the goal is tune_overhead_trials)", None, command),
         benchlib.ratio_row(
             "trial_startup_short", f"median per-trial start-up on a slot, the FIFO sweep "
             f"(end of a trial to the first batch of the next; {len(gaps)} gaps, max "
             f"{max(gaps, default=math.nan):.1f} s; end to next start event "
             f"{benchlib.median(loop):.1f} s, start event to first batch "
             f"{benchlib.median(own):.1f} s)", benchlib.median(gaps),
-            "informational (see trial_startup)", None, command, unit="s"),
+            "informational (the goal is trial_startup)", None, command, unit="s"),
     ]
     for sw in sweeps:
         rows.append(benchlib.figure_row(
