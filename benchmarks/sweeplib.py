@@ -72,6 +72,28 @@ class Trial:
     curve: dict[int, dict[str, Any]] = field(default_factory=dict)  # epoch -> metrics
     end: dict[str, Any] = field(default_factory=dict)
     started: float = math.nan  # Unix time of the start event (the driver's clock)
+    epoch_times: dict[int, float] = field(default_factory=dict)  # epoch -> its event's time
+
+    @property
+    def ended(self) -> float:
+        """Unix time of the end event (NaN while it has none)."""
+        return float(self.end["time"]) if "time" in self.end else math.nan
+
+    @property
+    def first_batch(self) -> float:
+        """When its first batch started, estimated without help from the trial: the first
+        epoch's event time less that epoch's ``epoch_time_s`` (training + validation). The
+        event is written when the driver receives the result, so this is at or after the real
+        first batch (the report's latency and the epoch's checkpoint count as start-up)."""
+        if not self.curve:
+            return math.nan
+        first = min(self.curve)
+        return self.epoch_times.get(first, math.nan) - float(
+            self.curve[first].get("epoch_time_s") or 0.0)
+
+    def offsets(self) -> dict[int, float]:
+        """Seconds from its start event to each epoch's event."""
+        return {e: t - self.started for e, t in sorted(self.epoch_times.items())}
 
     @property
     def epochs(self) -> int:
@@ -126,8 +148,44 @@ class Sweep:
         """Seconds from the first trial's start to the last trial's end (driver events): the
         sweep's wall time less Ray's start-up and the final results."""
         starts = [t.started for t in self.trials.values()]
-        ends = [float(t.end["time"]) for t in self.trials.values() if "time" in t.end]
+        ends = [t.ended for t in self.trials.values() if "time" in t.end]
         return max(ends) - min(starts) if starts and ends else math.nan
+
+    def slot_successions(self) -> list[tuple[float, Trial]]:
+        """(end time of the trial a slot held before, the trial that took the slot over), for
+        every trial that did not start on an empty slot. Slots are rebuilt from the driver's
+        events: each trial, in start order, takes the slot freed last before its start (the
+        first ``slots`` trials start on empty slots)."""
+        free: list[float] = []        # end times of slots whose trial has ended
+        running: list[Trial] = []
+        out: list[tuple[float, Trial]] = []
+        for t in sorted(self.trials.values(), key=lambda t: t.started):
+            for r in [r for r in running if r.ended <= t.started]:
+                running.remove(r)
+                free.append(r.ended)
+            if free:
+                prev = max(free)
+                free.remove(prev)
+                out.append((prev, t))
+            elif len(running) >= self.slots:  # started before the driver logged an end
+                r = min(running, key=lambda r: r.ended)
+                running.remove(r)
+                out.append((r.ended, t))
+            running.append(t)
+        return out
+
+    def slot_startups(self) -> list[float]:
+        """Per-trial start-up on a slot: seconds from the end of one trial to the first batch
+        of the next trial that took its slot (see `Trial.first_batch`)."""
+        gaps = [t.first_batch - prev for prev, t in self.slot_successions()]
+        return [g for g in gaps if not math.isnan(g)]
+
+    def slot_startup_parts(self) -> tuple[list[float], list[float]]:
+        """The start-up split at the next trial's start event: (end -> start event: the Tune
+        loop between trials; start event -> first batch: the trial's own start-up)."""
+        pairs = [(t.started - prev, t.first_batch - t.started)
+                 for prev, t in self.slot_successions() if not math.isnan(t.first_batch)]
+        return [a for a, _ in pairs], [b for _, b in pairs]
 
     @property
     def useful_over_trial_phase(self) -> float:
@@ -152,6 +210,7 @@ def read_trials(folder: Path) -> dict[str, Trial]:
                                          started=float(ev["time"])))
         elif ev.get("event") == "epoch" and tid in trials:
             trials[tid].curve[int(ev["epoch"])] = ev.get("metrics") or {}
+            trials[tid].epoch_times[int(ev["epoch"])] = float(ev["time"])
         elif ev.get("event") == "end" and tid in trials:
             trials[tid].end = ev
     return trials
