@@ -102,8 +102,10 @@ def test_a_design_space_with_asha_or_the_stopper_exits_2(data: Path, tmp_path: P
 def test_the_seed_collapse_presets_pass_the_design_rule(preset: str, data: Path) -> None:
     from camotune.commands.sweep import settings_from_args, sweep_parser
 
+    # --no-pretrained: the sweep's preflight would otherwise look for hub weights offline.
     args = sweep_parser().parse_args(["--space", preset, "--dataset-path", str(data),
-                                      "--storage-path", "/nonexistent-why-test"])
+                                      "--storage-path", "/nonexistent-why-test",
+                                      "--no-pretrained"])
     settings = settings_from_args(args)
     assert settings.scheduler == "fifo" and not settings.collapse.enabled
 

@@ -89,7 +89,7 @@ def test_optuna_distributions():
     dists = load_space("default").optuna_distributions()
     assert dists["lr"] == FloatDistribution(1e-5, 3e-3, log=True)
     assert dists["weight_decay"] == FloatDistribution(1e-4, 1e-1, log=True)
-    assert dists["warmup_steps"] == IntDistribution(0, 500)
+    assert dists["warmup_fraction"] == FloatDistribution(0.0, 0.05)
     assert dists["batch_size"] == CategoricalDistribution([2, 4, 8, 16])
     assert dists["use_ema"] == CategoricalDistribution([True, False])
     assert set(dists) == set(load_space("default").params)

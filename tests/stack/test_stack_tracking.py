@@ -24,7 +24,7 @@ import pytest
 import yaml
 from servers import MlflowServer, clean_env
 
-from camotune.search.events import read_events
+from camotune.sweepdir.events import read_events
 from camotune.trainer.history import read_history
 
 pytestmark = pytest.mark.slow
