@@ -83,7 +83,6 @@ def test_optuna_distributions():
     from optuna.distributions import (
         CategoricalDistribution,
         FloatDistribution,
-        IntDistribution,
     )
 
     dists = load_space("default").optuna_distributions()
