@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import sys
@@ -68,10 +69,20 @@ def settings_from_args(args) -> SweepSettings:
     SweepOptions(**options)  # each option checked by its own rule, before anything is written
     if space.design is not None and args.points:
         raise BadInput("--points: a factorial design enumerates its own trials")
+    if space.design is not None and args.num_samples is not None:
+        raise BadInput("--num-samples: a design runs all its trials (runs x repeats); "
+                       "drop the flag or change the design's repeats")
     points = list(space.points) + (load_points(args.points, space) if args.points else [])
+    for i, point in enumerate(points):  # each point on this base config (e.g. --num-experts)
+        try:
+            space.apply(base, point)
+        except BadInput as exc:
+            raise BadInput(f"points[{i}] with the base config: {exc}") from None
+    options.update(_tracking_options(options.get("tracking_uri") or ""))
     if args.warm_start:
         read_settings(args.warm_start)
     storage = Path(args.storage_path).expanduser().resolve()
+    check_storage(storage, "--storage-path")
     name = args.name or _generated_name(space.name, storage)
     if "/" in name or name.startswith("."):
         raise BadInput(f"--name {name!r}: a plain folder name is required")
@@ -90,6 +101,36 @@ def settings_from_args(args) -> SweepSettings:
         check_grace(settings.grace_period, max_epochs, "--grace-period",
                     f"the trials' {max_epochs} epochs")
     return settings
+
+
+def _tracking_options(uri: str) -> dict[str, Any]:
+    """The tracking URI as stored (its secret moved to MLflow's environment variables) and
+    which kind of secret it had; an unknown scheme is BadInput."""
+    import os
+
+    from camotune.tracking.credentials import check_scheme, take_credentials
+
+    if os.environ.get("MLFLOW_TRACKING_URI") and not uri:
+        check_scheme(os.environ["MLFLOW_TRACKING_URI"], "$MLFLOW_TRACKING_URI")
+    if not uri:
+        return {}
+    check_scheme(uri)
+    stored, kind = take_credentials(uri)
+    return {"tracking_uri": stored, "tracking_auth": kind}
+
+
+def check_storage(storage: Path, flag: str) -> None:
+    """BadInput unless sweep folders can be made under ``storage`` (it, or its nearest
+    existing parent, is a writable folder): probed before anything is written."""
+    import os
+
+    probe = storage
+    while not probe.exists() and probe != probe.parent:
+        probe = probe.parent
+    if not probe.is_dir():
+        raise BadInput(f"{flag} {storage}: {probe} is a file, not a folder")
+    if not os.access(probe, os.W_OK | os.X_OK):
+        raise BadInput(f"{flag} {storage}: {probe} is not writable")
 
 
 def _generated_name(space: str, storage: Path) -> str:
@@ -162,34 +203,80 @@ def resume_main(argv: Sequence[str]) -> int:
     settings = read_settings(args.sweep_dir)
     if args.address:
         settings = dataclasses.replace(settings, address=args.address)
+    if args.wait_for_resources:
+        settings = dataclasses.replace(settings, wait_for_resources=True)
     if not (settings.sweep_dir / "tuner.pkl").exists():
         raise BadInput(f"{settings.sweep_dir} has no Ray Tune state to resume (tuner.pkl)")
     return execute(settings, resume=True)
 
 
 def execute(settings: SweepSettings, *, resume: bool, closing_hint: bool = True) -> int:
-    """Start Ray, run or continue the sweep, write its results; the exit code."""
-    from camotune.search import sweep
+    """Start Ray, run or continue the sweep, write its results; the exit code (130 after
+    Ctrl-C, with how to resume). The sweep folder is locked meanwhile; whatever ends the
+    command, the MLflow parent run is closed (FAILED on an error, KILLED on Ctrl-C)."""
+    from camotune.search import interrupt, sweep
     from camotune.search.distributed import check_resources
+    from camotune.sweepdir.lock import locked
 
     workers = sweep.workers_per_trial(settings)
     check_resources(cpus=settings.cpus_per_trial, gpus=settings.gpus_per_trial, workers=workers)
-    tracker = _tracker(settings)  # checks the tracking store before Ray starts
-    sweep.prepare(settings, resume=resume)
-    _print_mlflow_hint(settings)
-    log.info("sweep %s: space=%s searcher=%s scheduler=%s max_epochs=%d trials=%s folder=%s",
-             settings.name, settings.space_source, settings.searcher, settings.scheduler,
-             settings.max_epochs, len(settings.trial_params()) or settings.num_samples,
-             settings.sweep_dir)
-    started = time.time()
-    sweep.run(settings, resume=resume, tracker=tracker)
-    log.info("sweep %s finished in %.0f s", settings.name, time.time() - started)
-    summary = _finish(settings, tracker)
+    with contextlib.ExitStack() as stack:
+        if resume:
+            stack.enter_context(locked(settings.sweep_dir, "resume"))
+            _warn_missing_secret(settings)
+        tracker = _tracker(settings)  # checks the tracking store before Ray starts
+        try:
+            sweep.prepare(settings, resume=resume)
+            if not resume:
+                stack.enter_context(locked(settings.sweep_dir, "sweep"))
+            _print_mlflow_hint(settings)
+            log.info("sweep %s: space=%s searcher=%s scheduler=%s max_epochs=%d trials=%s "
+                     "folder=%s", settings.name, settings.space_source, settings.searcher,
+                     settings.scheduler, settings.max_epochs,
+                     len(settings.trial_params()) or settings.num_samples, settings.sweep_dir)
+            started = time.time()
+            sweep.run(settings, resume=resume, tracker=tracker)
+            log.info("sweep %s %s after %.0f s", settings.name,
+                     "interrupted" if interrupt.received() else "finished",
+                     time.time() - started)
+            summary = _finish(settings, tracker)
+        except KeyboardInterrupt:
+            _abort(tracker, settings, "KILLED")
+            return _interrupted(settings)
+        except BaseException:
+            _abort(tracker, settings, "FAILED")
+            raise
+    if interrupt.received():
+        return _interrupted(settings)
     if closing_hint:  # the demo prints it after its own summary instead
         _print_mlflow_hint(settings)
     if summary is not None and summary.get("finished", 1) == 0:
         raise JobFailed("no trial of the sweep produced a validation IoU", reason="error")
     return 0
+
+
+def _interrupted(settings: SweepSettings) -> int:
+    print(f"sweep {settings.name} interrupted: continue it with "
+          f"`camotune resume {settings.sweep_dir}`", file=sys.stderr)
+    return 130
+
+
+def _abort(tracker, settings: SweepSettings, status: str) -> None:
+    """Close the parent run honestly when the sweep did not reach its end."""
+    if tracker is None:
+        return
+    try:
+        tracker.sweep_abort(status)
+    except Exception as exc:  # the original error matters more; say why MLflow was not closed
+        log.warning("mlflow: could not close the sweep's run as %s (%s)", status, exc)
+
+
+def _warn_missing_secret(settings: SweepSettings) -> None:
+    try:
+        from camotune.tracking.credentials import warn_if_missing
+    except ImportError:
+        return
+    warn_if_missing(settings.tracking_auth, settings.tracking_uri)
 
 
 def _tracker(settings: SweepSettings):

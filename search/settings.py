@@ -35,6 +35,7 @@ class SweepSettings(SweepOptions):
     warm_start: str | None = None
     created: str = ""
     version: str = ""
+    tracking_auth: str | None = None       # basic or token: a secret of the URI, kept in env
 
     @property
     def sweep_dir(self) -> Path:
