@@ -170,3 +170,12 @@ def loopback_node() -> Iterator[None]:
 
 # Ray settings of a local sweep's Ray: no Prometheus metrics endpoint, no agent HTTP server.
 LOCAL_SYSTEM_CONFIG = {"enable_metrics_collection": False}
+
+
+def restored_configs(tuner: Any) -> list[Any]:
+    """The run and tune configs of a restored ``Tuner`` (callbacks, stopper, scheduler,
+    searcher as unpickled from ``tuner.pkl``); [] under the Ray client."""
+    inner = getattr(tuner, "_local_tuner", None)
+    if inner is None:
+        return []
+    return [inner._run_config, inner._tune_config]

@@ -48,6 +48,13 @@ class CamotuneOptunaSearch(OptunaSearch):
         self.max_epochs = max_epochs
         self.export_path = export_path
 
+    def restore(self, checkpoint_path: str) -> None:
+        """Ray's restore of the saved state, keeping this object's ``export_path``: the
+        state was saved in the folder it was created in, which a copied sweep is not."""
+        export_path = self.export_path
+        super().restore(checkpoint_path)
+        self.export_path = export_path
+
     def export(self) -> None:
         """Write the study to ``export_path`` (sqlite), replacing the previous copy."""
         study = compat.optuna_study(self)

@@ -122,9 +122,13 @@ def restore_tuner(settings: SweepSettings):
 
     install_old_names()  # a tuner.pkl written by an earlier camotune
 
-    return tune.Tuner.restore(str(settings.sweep_dir), trainable=trainable(settings),
-                              resume_unfinished=True, resume_errored=False,
-                              restart_errored=False)
+    from camotune.search.reroot import reroot
+
+    tuner = tune.Tuner.restore(str(settings.sweep_dir), trainable=trainable(settings),
+                               resume_unfinished=True, resume_errored=False,
+                               restart_errored=False)
+    reroot(compat.restored_configs(tuner), settings)  # a copied folder writes to itself
+    return tuner
 
 
 def _trial_name(trial) -> str:
