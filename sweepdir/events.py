@@ -46,7 +46,7 @@ def read_events(path: Path) -> list[dict[str, Any]]:
             continue
         if not isinstance(event, dict) or not isinstance(event.get("event"), str):
             continue
-        if "trial_id" in event and not isinstance(event["trial_id"], str):
+        if event.get("trial_id") is not None and not isinstance(event["trial_id"], str):
             log.warning("%s: line %d of %d has a trial_id that is not a string: skipped", path,
                         i + 1, len(lines))
             continue
