@@ -139,7 +139,7 @@ def test_hostile_sweep_yaml_is_one_line(name: str, command: str, tmp_path: Path)
     change, fragment = SWEEP_FILES[name]
     change(folder)
     out = camotune(command, str(folder), cwd=tmp_path, timeout=SECONDS)
-    if command in ("results", "export") and name in ("collapse-unknown-key", "list-name"):
+    if command in ("results", "export") and name not in ("binary", "latin-1"):
         # these read sweep.yaml as a plain mapping: the bad key does not matter to them
         assert out.returncode in (0, 2), out.stderr[-2000:]
         assert "Traceback" not in out.stderr
