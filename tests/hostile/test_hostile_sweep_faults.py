@@ -28,6 +28,7 @@ from camotune.sweepdir.lock import HOLDER_FILE, locked
 _spec = importlib.util.spec_from_file_location(
     "tracking_server", Path(__file__).parents[1] / "tracking" / "conftest.py")
 _server = importlib.util.module_from_spec(_spec)
+sys.modules["tracking_server"] = _server  # dataclasses look their module up by name
 _spec.loader.exec_module(_server)
 mlflow_server = _server.mlflow_server
 
