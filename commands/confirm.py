@@ -70,7 +70,6 @@ def rerun_configs(sweep_dir: Path, top_k: int, seeds: int) -> list[tuple[str, Tr
 
 def confirm_main(argv: Sequence[str]) -> int:
     from camotune.search.quiet import quiet_third_party
-    from camotune.search.reruns import run_all, summarise
     from camotune.search.settings import read_settings
 
     args = confirm_parser().parse_args(list(argv))
@@ -80,6 +79,15 @@ def confirm_main(argv: Sequence[str]) -> int:
         raise BadInput("--top-k and --seeds must be >= 1")
     sweep_dir = Path(args.sweep_dir)
     settings = read_settings(sweep_dir)
+    from camotune.sweepdir.lock import locked
+
+    with locked(sweep_dir, "confirm"):
+        return _confirm(args, sweep_dir, settings)
+
+
+def _confirm(args, sweep_dir: Path, settings) -> int:
+    from camotune.search.reruns import run_all, summarise
+
     jobs = rerun_configs(sweep_dir, args.top_k, args.seeds)
     log.info("confirm: %d configs x %d seeds = %d full runs of %s", args.top_k, args.seeds,
              len(jobs), sweep_dir)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import sys
@@ -83,13 +84,23 @@ def settings_from_args(args) -> SweepSettings:
         check_design_options(options)
     if space.design is not None and args.points:
         raise BadInput("--points: a factorial design enumerates its own trials")
+    if space.design is not None and args.num_samples is not None:
+        raise BadInput("--num-samples: a design runs all its trials (runs x repeats); "
+                       "drop the flag or change the design's repeats")
     points = list(space.points) + (load_points(args.points, space) if args.points else [])
+    for i, point in enumerate(points):  # each point on this base config (e.g. --num-experts)
+        try:
+            space.apply(base, point)
+        except BadInput as exc:
+            raise BadInput(f"points[{i}] with the base config: {exc}") from None
+    options.update(_tracking_options(options.get("tracking_uri") or ""))
     from camotune.commands.preflight import check_trials
 
     check_trials(space, base, points, base.seed)  # what every trial needs, before Ray
     if args.warm_start:
         read_settings(args.warm_start)
     storage = Path(args.storage_path).expanduser().resolve()
+    check_storage(storage, "--storage-path")
     name = args.name or _generated_name(space.name, storage)
     if "/" in name or name.startswith("."):
         raise BadInput(f"--name {name!r}: a plain folder name is required")
@@ -116,6 +127,36 @@ def _setup_output(verbose: bool) -> None:
 
     setup_logging(verbose)
     quiet_third_party(verbose)
+
+
+def _tracking_options(uri: str) -> dict[str, Any]:
+    """The tracking URI as stored (its secret moved to MLflow's environment variables) and
+    which kind of secret it had; an unknown scheme is BadInput."""
+    import os
+
+    from camotune.tracking.credentials import check_scheme, take_credentials
+
+    if os.environ.get("MLFLOW_TRACKING_URI") and not uri:
+        check_scheme(os.environ["MLFLOW_TRACKING_URI"], "$MLFLOW_TRACKING_URI")
+    if not uri:
+        return {}
+    check_scheme(uri)
+    stored, kind = take_credentials(uri)
+    return {"tracking_uri": stored, "tracking_auth": kind}
+
+
+def check_storage(storage: Path, flag: str) -> None:
+    """BadInput unless sweep folders can be made under ``storage`` (it, or its nearest
+    existing parent, is a writable folder): probed before anything is written."""
+    import os
+
+    probe = storage
+    while not probe.exists() and probe != probe.parent:
+        probe = probe.parent
+    if not probe.is_dir():
+        raise BadInput(f"{flag} {storage}: {probe} is a file, not a folder")
+    if not os.access(probe, os.W_OK | os.X_OK):
+        raise BadInput(f"{flag} {storage}: {probe} is not writable")
 
 
 def _generated_name(space: str, storage: Path) -> str:
@@ -189,6 +230,8 @@ def resume_main(argv: Sequence[str]) -> int:
     settings = read_settings(args.sweep_dir)
     if args.address:
         settings = dataclasses.replace(settings, address=args.address)
+    if args.wait_for_resources:
+        settings = dataclasses.replace(settings, wait_for_resources=True)
     if not (settings.sweep_dir / "tuner.pkl").exists():
         raise BadInput(f"{settings.sweep_dir} has no Ray Tune state to resume (tuner.pkl)")
     return execute(settings, resume=True)
@@ -196,26 +239,46 @@ def resume_main(argv: Sequence[str]) -> int:
 
 def execute(settings: SweepSettings, *, resume: bool, closing_hint: bool = True,
             after_prepare: Callable[[SweepSettings], Any] | None = None) -> int:
-    """Start Ray, run or continue the sweep, write its results; the exit code.
-    ``after_prepare`` is called once the sweep folder exists, before any trial runs."""
-    from camotune.search import sweep
+    """Start Ray, run or continue the sweep, write its results; the exit code (130 after
+    Ctrl-C, with how to resume). ``after_prepare`` is called once the sweep folder exists,
+    before any trial runs. The sweep folder is locked meanwhile; whatever ends the command,
+    the MLflow parent run is closed (FAILED on an error, KILLED on Ctrl-C)."""
+    from camotune.search import interrupt, sweep
     from camotune.search.distributed import check_resources
+    from camotune.sweepdir.lock import locked
 
     workers = sweep.workers_per_trial(settings)
     check_resources(cpus=settings.cpus_per_trial, gpus=settings.gpus_per_trial, workers=workers)
-    tracker = _tracker(settings)  # checks the tracking store before Ray starts
-    sweep.prepare(settings, resume=resume)
-    if after_prepare is not None:
-        after_prepare(settings)
-    _print_mlflow_hint(settings)
-    log.info("sweep %s: space=%s searcher=%s scheduler=%s max_epochs=%d trials=%s folder=%s",
-             settings.name, settings.space_source, settings.searcher, settings.scheduler,
-             settings.max_epochs, len(settings.trial_params()) or settings.num_samples,
-             settings.sweep_dir)
-    started = time.time()
-    sweep.run(settings, resume=resume, tracker=tracker)
-    log.info("sweep %s finished in %.0f s", settings.name, time.time() - started)
-    summary = _finish(settings, tracker)
+    with contextlib.ExitStack() as stack:
+        if resume:
+            stack.enter_context(locked(settings.sweep_dir, "resume"))
+            _warn_missing_secret(settings)
+        tracker = _tracker(settings)  # checks the tracking store before Ray starts
+        try:
+            sweep.prepare(settings, resume=resume)
+            if not resume:
+                stack.enter_context(locked(settings.sweep_dir, "sweep"))
+            if after_prepare is not None:
+                after_prepare(settings)
+            _print_mlflow_hint(settings)
+            log.info("sweep %s: space=%s searcher=%s scheduler=%s max_epochs=%d trials=%s "
+                     "folder=%s", settings.name, settings.space_source, settings.searcher,
+                     settings.scheduler, settings.max_epochs,
+                     len(settings.trial_params()) or settings.num_samples, settings.sweep_dir)
+            started = time.time()
+            sweep.run(settings, resume=resume, tracker=tracker)
+            log.info("sweep %s %s after %.0f s", settings.name,
+                     "interrupted" if interrupt.received() else "finished",
+                     time.time() - started)
+            summary = _finish(settings, tracker)
+        except KeyboardInterrupt:
+            _abort(tracker, settings, "KILLED")
+            return _interrupted(settings)
+        except BaseException:
+            _abort(tracker, settings, "FAILED")
+            raise
+    if interrupt.received():
+        return _interrupted(settings)
     if closing_hint:  # the demo prints these after its own summary instead
         _print_leaders(settings, summary)
         _print_mlflow_hint(settings)
@@ -268,6 +331,30 @@ def _all_failed(settings: SweepSettings) -> JobFailed:
                        for r in sorted(reasons, key=str)) or "no trial ended"
     return JobFailed(f"no trial of the sweep produced a validation IoU ({counts}); "
                      f"see {settings.sweep_dir / TRIALS_FILE}", reason="error")
+
+
+def _interrupted(settings: SweepSettings) -> int:
+    print(f"sweep {settings.name} interrupted: continue it with "
+          f"`camotune resume {settings.sweep_dir}`", file=sys.stderr)
+    return 130
+
+
+def _abort(tracker, settings: SweepSettings, status: str) -> None:
+    """Close the parent run honestly when the sweep did not reach its end."""
+    if tracker is None:
+        return
+    try:
+        tracker.sweep_abort(status)
+    except Exception as exc:  # the original error matters more; say why MLflow was not closed
+        log.warning("mlflow: could not close the sweep's run as %s (%s)", status, exc)
+
+
+def _warn_missing_secret(settings: SweepSettings) -> None:
+    try:
+        from camotune.tracking.credentials import warn_if_missing
+    except ImportError:
+        return
+    warn_if_missing(settings.tracking_auth, settings.tracking_uri)
 
 
 def _tracker(settings: SweepSettings):

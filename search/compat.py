@@ -8,6 +8,7 @@ it. Each function says which internal it reads and why no public API does the jo
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections.abc import Iterator
 from typing import Any
@@ -151,3 +152,44 @@ def asha_options(scheduler: Any) -> dict[str, Any]:
     return {"max_t": int(scheduler._max_t), "grace_period": int(first),
             "reduction_factor": scheduler._reduction_factor, "metric_name": scheduler._metric,
             "sign": float(scheduler._metric_op)}
+
+
+LOOPBACK_ENV = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
+
+
+@contextlib.contextmanager
+def loopback_node() -> Iterator[None]:
+    """While a local Ray starts: its node address is 127.0.0.1, so its GCS, raylet, workers
+    and agents listen on the loopback interface only. ``ray.init(_node_ip_address=
+    "127.0.0.1")`` does not do it (Ray turns a loopback address into the routable one);
+    Ray's single-machine mode (``ray_constants.ENABLE_RAY_CLUSTER`` false, the default on
+    macOS and Windows, read at call time and by the processes Ray starts from the
+    environment) does. Both are restored afterwards."""
+    import os
+
+    from ray._private import ray_constants
+
+    saved_env, saved = os.environ.get(LOOPBACK_ENV), ray_constants.ENABLE_RAY_CLUSTER
+    os.environ[LOOPBACK_ENV] = "0"
+    ray_constants.ENABLE_RAY_CLUSTER = False
+    try:
+        yield
+    finally:
+        ray_constants.ENABLE_RAY_CLUSTER = saved
+        if saved_env is None:
+            os.environ.pop(LOOPBACK_ENV, None)
+        else:
+            os.environ[LOOPBACK_ENV] = saved_env
+
+
+# Ray settings of a local sweep's Ray: no Prometheus metrics endpoint, no agent HTTP server.
+LOCAL_SYSTEM_CONFIG = {"enable_metrics_collection": False}
+
+
+def restored_configs(tuner: Any) -> list[Any]:
+    """The run and tune configs of a restored ``Tuner`` (callbacks, stopper, scheduler,
+    searcher as unpickled from ``tuner.pkl``); [] under the Ray client."""
+    inner = getattr(tuner, "_local_tuner", None)
+    if inner is None:
+        return []
+    return [inner._run_config, inner._tune_config]

@@ -146,7 +146,12 @@ def init_ray(address: str | None) -> None:
     address = address or os.environ.get("RAY_ADDRESS") or None
     quiet = {"logging_level": logging.WARNING, "log_to_driver": True}
     if not address:
-        ray.init(include_dashboard=False, **quiet)
+        from camotune.search import compat
+
+        # A local Ray listens on 127.0.0.1 only, with no dashboard and no metrics endpoint.
+        with compat.loopback_node():
+            ray.init(include_dashboard=False, _system_config=compat.LOCAL_SYSTEM_CONFIG,
+                     **quiet)
     else:
         if address.startswith(("http://", "https://")):
             raise BadInput(f"{label} is a job API address: use it with --submit, "

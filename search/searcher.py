@@ -85,6 +85,13 @@ class CamotuneOptunaSearch(OptunaSearch):
             trials[trial_id].set_user_attr(TRIAL_ID_ATTR, trial_id)
         return config
 
+    def restore(self, checkpoint_path: str) -> None:
+        """Ray's restore of the saved state, keeping this object's ``export_path``: the
+        state was saved in the folder it was created in, which a copied sweep is not."""
+        export_path = self.export_path
+        super().restore(checkpoint_path)
+        self.export_path = export_path
+
     def export(self, *, force: bool = True) -> bool:
         """Write the study to ``export_path`` (sqlite), replacing the previous copy; without
         ``force`` only when the last copy is ``EXPORT_EVERY_S`` old. True when written."""

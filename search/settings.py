@@ -38,6 +38,7 @@ class SweepSettings(SweepOptions):
     trials: list[dict[str, Any]] = field(default_factory=list)
     created: str = ""
     version: str = ""
+    tracking_auth: str | None = None       # basic or token: a secret of the URI, kept in env
 
     @property
     def sweep_dir(self) -> Path:
@@ -100,10 +101,28 @@ class SweepSettings(SweepOptions):
         unknown = sorted(set(d) - known)
         if unknown:
             raise BadInput(f"{source}: unknown keys {', '.join(unknown)}")
+        missing = [f.name for f in dataclasses.fields(cls) if f.name not in d
+                   and f.default is dataclasses.MISSING
+                   and f.default_factory is dataclasses.MISSING]
+        if missing:
+            raise BadInput(f"{source}: missing keys {', '.join(missing)}")
+        for key in ("name", "storage_path", "space_source"):
+            if not isinstance(d[key], str):
+                raise BadInput(f"{source}: {key}: a string is required (got {type(d[key]).__name__})")
         d["space"] = Space.from_dict(d["space"])
         d["base"] = from_dict(d["base"], source=source)
-        d["collapse"] = CollapseSettings(**d.get("collapse", {}))
-        return cls(**d)
+        collapse = d.get("collapse") or {}
+        known_collapse = {f.name for f in dataclasses.fields(CollapseSettings)}
+        if not isinstance(collapse, dict) or set(collapse) - known_collapse:
+            bad = sorted(map(str, set(collapse) - known_collapse)) if isinstance(collapse, dict) \
+                else [repr(type(collapse).__name__)]
+            raise BadInput(f"{source}: collapse: unknown keys {', '.join(bad)} (known: "
+                           f"{', '.join(sorted(known_collapse))})")
+        d["collapse"] = CollapseSettings(**collapse)
+        try:
+            return cls(**d)
+        except TypeError as exc:  # a value of the wrong kind
+            raise BadInput(f"{source}: {exc}") from None
 
 
 _OPTION_NAMES = {f.name for f in dataclasses.fields(SweepOptions)}

@@ -135,9 +135,13 @@ def restore_tuner(settings: SweepSettings):
 
     install_old_names()  # a tuner.pkl written by an earlier camotune
 
-    return tune.Tuner.restore(str(settings.sweep_dir), trainable=trainable(settings),
-                              resume_unfinished=True, resume_errored=False,
-                              restart_errored=False)
+    from camotune.search.reroot import reroot
+
+    tuner = tune.Tuner.restore(str(settings.sweep_dir), trainable=trainable(settings),
+                               resume_unfinished=True, resume_errored=False,
+                               restart_errored=False)
+    reroot(compat.restored_configs(tuner), settings)  # a copied folder writes to itself
+    return tuner
 
 
 def _trial_name(trial) -> str:
@@ -178,7 +182,8 @@ def prepare(settings: SweepSettings, *, resume: bool) -> None:
     workers = workers_per_trial(settings)
     check_resources(cpus=settings.cpus_per_trial, gpus=settings.gpus_per_trial, workers=workers)
     init_ray(settings.address)
-    _check_capacity(settings, workers)
+    local = not (settings.address or os.environ.get("RAY_ADDRESS"))
+    _check_capacity(settings, workers, strict=local and not settings.wait_for_resources)
     if not resume:
         settings.sweep_dir.mkdir(parents=True, exist_ok=False)
         write_settings(settings)
@@ -193,13 +198,21 @@ def run_sweep(settings: SweepSettings, *, resume: bool = False,
     run(settings, resume=resume, tracker=tracker)
 
 
-def _check_capacity(settings: SweepSettings, workers: int) -> None:
-    """Warn when one trial needs more than the whole cluster has: it would wait for nodes."""
+def _check_capacity(settings: SweepSettings, workers: int, *, strict: bool = False) -> None:
+    """Warn when one trial needs more than the whole cluster has: it would wait for nodes.
+    ``strict`` (a local Ray, which no node will join): BadInput instead of waiting forever."""
     import ray
+
+    from camotune.errors import BadInput
 
     total = ray.cluster_resources()
     need = {"CPU": settings.cpus_per_trial * workers, "GPU": settings.gpus_per_trial * workers}
     for key, amount in need.items():
+        if amount > total.get(key, 0.0) + 1e-9 and strict:
+            flag = "--gpus-per-trial" if key == "GPU" else "--cpus-per-trial"
+            raise BadInput(f"{flag}: one trial needs {amount:g} {key} ({workers} worker(s)) but "
+                           f"this machine has {total.get(key, 0.0):g}: lower it, join a "
+                           "cluster with --address, or pass --wait-for-resources")
         if amount > total.get(key, 0.0) + 1e-9:
             log.warning("one trial needs %s %s (%d worker(s) x --%s-per-trial) but the cluster "
                         "has %s: trials wait until nodes join", amount, key, workers,

@@ -22,6 +22,7 @@ from typing import Any
 
 from ray.tune import Callback
 
+from camotune.errors import BadInput
 from camotune.search.progress import SweepProgress, rung_epochs
 from camotune.search.settings import SweepSettings
 from camotune.search.stop_registry import StopRegistry
@@ -56,6 +57,9 @@ class SweepCallback(Callback):
 
     def setup(self, **info: Any) -> None:
         """Load what an earlier driver of this sweep recorded (resume)."""
+        from camotune.search import interrupt
+
+        interrupt.watch()  # Ray's SIGINT handler is in place by now
         self._segment_start.clear()
         self._orphans_checked = False
         for event in read_events(self.path):
@@ -83,18 +87,23 @@ class SweepCallback(Callback):
     def on_trial_start(self, iteration: int, trials: list, trial, **info: Any) -> None:
         tid = trial.trial_id
         params = trial_params(trial.config)
-        cfg = trial_config(self.settings, params, tid)
+        try:
+            cfg = trial_config(self.settings, params, tid)
+        except BadInput:  # the trial itself fails with the message (trainable.run_trial)
+            cfg = None
         restored = tid in self._started
         self._started.add(tid)
-        self._workers[tid] = cfg.workers_per_trial
+        self._workers[tid] = cfg.workers_per_trial if cfg is not None else 1
         self._segment_start[tid] = time.time()
         record = {
-            "event": "start", "trial_id": tid, "params": params, "config": to_dict(cfg),
-            "trial_dir": f"{TRIALS_DIR}/{tid}", "lr_stage1": cfg.resolved_lr(1),
-            "lr_stage2": cfg.resolved_lr(2), "restored": restored,
+            "event": "start", "trial_id": tid, "params": params,
+            "config": to_dict(cfg) if cfg is not None else {},
+            "trial_dir": f"{TRIALS_DIR}/{tid}",
+            "lr_stage1": cfg.resolved_lr(1) if cfg is not None else None,
+            "lr_stage2": cfg.resolved_lr(2) if cfg is not None else None, "restored": restored,
             "resources": {"cpu": self.settings.cpus_per_trial,
                           "gpu": self.settings.gpus_per_trial,
-                          "workers": cfg.workers_per_trial},
+                          "workers": self._workers[tid]},
         }
         append_event(self.path, record)
         self.progress.trial_started(tid, params)

@@ -25,7 +25,7 @@ import traceback
 from pathlib import Path
 from typing import Any
 
-from camotune.errors import JobFailed
+from camotune.errors import BadInput, JobFailed
 from camotune.trainer.config import TrainConfig
 
 OUTCOME_FILE = "outcome.json"
@@ -93,7 +93,11 @@ def run_trial(config: dict[str, Any], settings) -> None:
 
     compat.quiet(compat.TRAIN_STORAGE_LOGGER)
     trial_id = tune.get_context().get_trial_id()
-    cfg = trial_config(settings, trial_params(config), trial_id)
+    try:
+        cfg = trial_config(settings, trial_params(config), trial_id)
+    except BadInput as exc:  # a sampled combination the config rejects: this trial fails
+        record_failure(settings.sweep_dir / "trials" / trial_id, exc)
+        raise
     trial_dir = Path(cfg.checkpoint_dir)
     last = trial_dir / "last.pt"
     if last.is_file():
@@ -163,6 +167,8 @@ def failure_reason(exc: BaseException) -> tuple[str, str]:
     (diverged, oom), ``oom`` for out-of-memory errors, else ``error`` with a short traceback."""
     if isinstance(exc, JobFailed):
         return exc.reason, str(exc)
+    if isinstance(exc, BadInput):
+        return "error", str(exc)
     reason = "oom" if _is_oom_text(exc) else "error"
     return reason, f"{type(exc).__name__}: {exc}\n{traceback.format_exc(limit=8)}"
 

@@ -138,6 +138,11 @@ class SweepOptions:
                                    "--threads", flag="cpus-per-trial", low=0.0, strict=True)
     gpus_per_trial: float = option(0.0, "GPUs per trial (per worker); fractions pack small "
                                    "trials on one GPU", flag="gpus-per-trial", low=0.0)
+    wait_for_resources: bool = option(
+        False, "let trials wait for GPUs or CPUs that the local machine lacks (default: a "
+        "local sweep whose trial does not fit exits 2 at once; a cluster joined with "
+        "--address always waits for nodes)", flag="wait-for-resources",
+        resume_help="let trials wait for resources the local machine lacks")
     collapse: CollapseSettings = field(default_factory=CollapseSettings)
     keep_checkpoints: str = option("best", "best: best.pt of the top 3 trials; none; all",
                                    flag="keep-checkpoints", choices=("best", "all", "none"))

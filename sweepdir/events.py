@@ -29,20 +29,26 @@ def _json_default(value: Any) -> Any:
 
 def read_events(path: Path) -> list[dict[str, Any]]:
     """Events of a trials.jsonl in file order. A line that is not a JSON event (a torn last
-    line after a crash) is skipped with a warning; a missing file has no events."""
+    line after a crash, bytes that are not UTF-8) or whose ``trial_id`` is not a string is
+    skipped with a warning; a missing file has no events."""
     if not path.is_file():
         return []
     events = []
-    lines = path.read_text().splitlines()
-    for i, line in enumerate(lines):
-        if not line.strip():
+    lines = path.read_bytes().splitlines()
+    for i, raw in enumerate(lines):
+        if not raw.strip():
             continue
         try:
-            event = json.loads(line)
-        except ValueError:
+            event = json.loads(raw.decode("utf-8"))
+        except ValueError:  # UnicodeDecodeError is a ValueError
             log.warning("%s: line %d of %d is not JSON (torn write?): skipped", path, i + 1,
                         len(lines))
             continue
-        if isinstance(event, dict) and "event" in event:
-            events.append(event)
+        if not isinstance(event, dict) or not isinstance(event.get("event"), str):
+            continue
+        if event.get("trial_id") is not None and not isinstance(event["trial_id"], str):
+            log.warning("%s: line %d of %d has a trial_id that is not a string: skipped", path,
+                        i + 1, len(lines))
+            continue
+        events.append(event)
     return events

@@ -12,6 +12,7 @@ from typing import Any
 
 from camotune.errors import BadInput
 from camotune.sweepdir.layout import SWEEP_FILE
+from camotune.yamlfile import read_yaml
 
 
 def write_settings_dict(sweep_dir: str | os.PathLike, data: dict[str, Any]) -> Path:
@@ -27,19 +28,15 @@ def write_settings_dict(sweep_dir: str | os.PathLike, data: dict[str, Any]) -> P
 
 
 def read_settings_dict(sweep_dir: str | os.PathLike) -> dict[str, Any]:
-    """``sweep.yaml`` as a dict; BadInput (exit 2) for a folder that is not a sweep."""
-    import yaml
-
+    """``sweep.yaml`` as a dict; BadInput (exit 2) for a folder that is not a sweep, and for
+    a binary, non-UTF-8, malformed or oversized file (read with `camotune.yamlfile`)."""
     folder = Path(sweep_dir)
     if not folder.is_dir():
         raise BadInput(f"not a folder: {folder}")
     path = folder / SWEEP_FILE
     if not path.is_file():
         raise BadInput(f"{folder} is not a camotune sweep (no {SWEEP_FILE})")
-    try:
-        data = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as exc:
-        raise BadInput(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from None
+    data = read_yaml(path, plain_floats=False)  # bounded; binary or non-UTF-8 is BadInput
     if not isinstance(data, dict) or not isinstance(data.get("space"), dict) \
             or not isinstance(data.get("base"), dict):
         raise BadInput(f"{path}: not a camotune sweep file")

@@ -130,3 +130,18 @@ class SweepTracker(Tracker):
 
     def sweep_end(self, sweep_dir: Path) -> None:
         self.session.end(Path(sweep_dir))
+
+    def sweep_abort(self, status: str) -> None:
+        """Close what is still open after the sweep stopped short of `sweep_end` (an error:
+        ``FAILED``; Ctrl-C: ``KILLED``): open trial runs KILLED, the parent run ``status``;
+        then send what can be sent. Nothing when this process never started the sweep's
+        session."""
+        session = _SESSIONS.get(str(self.settings.sweep_dir.resolve()))
+        if session is None:
+            return
+        for run in session.trials.values():
+            if run.run_id and not run.closed:
+                run.end("KILLED")
+        if not session.parent.closed and (session.parent.run_id or session.writer.pending):
+            session.parent.end(status)
+        session.writer.flush(force=True)

@@ -25,3 +25,12 @@ def camotune(*args: str, cwd: Path | None = None, timeout: float = 60,
     full_env = {**os.environ, "HF_HUB_OFFLINE": "1", **(env or {})}
     return subprocess.run([sys.executable, "-m", "camotune", *args], cwd=cwd, env=full_env,
                           capture_output=True, text=True, timeout=timeout)
+
+
+def error_line(err: str) -> str:
+    """The one ``camotune ...: error: ...`` line of ``err`` (log lines may precede it; no
+    traceback)."""
+    assert "Traceback" not in err, err[-3000:]
+    lines = [line for line in err.splitlines() if ": error: " in line]
+    assert len(lines) == 1, err[-2000:]
+    return lines[0]
