@@ -43,6 +43,7 @@ DESIGN = """design:
 fixed:
   epochs: 1
   stage1_epochs: 1
+sweep: {trial_scheduler: fifo, collapse_stopper: false}
 """
 SPACE = """params:
   top_k: {type: choice, values: [1, 3]}
@@ -72,7 +73,7 @@ def test_hostile_sweep_flags_exit_2_before_anything_is_made(name: str, tmp_path:
     space.write_text(SPACE)
     runs = tmp_path / "runs"
     args = ["sweep", "--space", str(space), "--dataset-path", str(tiny_dataset),
-            "--storage-path", str(runs), "--name", "s", *SMALL, *_fill(extra, tmp_path)]
+            "--storage-path", str(runs), "--name", "s", *SMALL, "--no-pretrained", *_fill(extra, tmp_path)]
     t0 = time.monotonic()
     out = camotune(*args, cwd=tmp_path, timeout=SECONDS)
     assert out.returncode == 2, out.stderr[-2000:]
