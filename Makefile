@@ -18,7 +18,7 @@ demo: install
 	$(VENV)/bin/camotune demo
 
 test: install
-	HF_HUB_OFFLINE=1 $(PY) -m pytest -q
+	HF_HUB_OFFLINE=1 $(PY) -m pytest -q --durations=25
 
 lint: install
 	$(VENV)/bin/ruff check .

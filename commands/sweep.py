@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import logging
+import os
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -357,7 +358,15 @@ def _warn_missing_secret(settings: SweepSettings) -> None:
     warn_if_missing(settings.tracking_auth, settings.tracking_uri)
 
 
+def _tracking_off(settings: SweepSettings) -> bool:
+    """``--tracking-uri none`` (or ``$MLFLOW_TRACKING_URI=none``): no MLflow, as for train."""
+    uri = settings.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI", "")
+    return uri.strip().lower() == "none"
+
+
 def _tracker(settings: SweepSettings):
+    if _tracking_off(settings):
+        return None
     try:
         from camotune.tracking import SweepTracker
     except ImportError:
@@ -377,6 +386,8 @@ def _finish(settings: SweepSettings, tracker) -> dict[str, Any] | None:
 
 
 def _print_mlflow_hint(settings: SweepSettings) -> None:
+    if _tracking_off(settings):
+        return
     try:
         from camotune.tracking import mlflow_ui_command
     except ImportError:

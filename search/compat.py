@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 # Ray Train's per-report log lines come from this logger (a module of ray.train._internal).
@@ -165,7 +167,6 @@ def loopback_node() -> Iterator[None]:
     Ray's single-machine mode (``ray_constants.ENABLE_RAY_CLUSTER`` false, the default on
     macOS and Windows, read at call time and by the processes Ray starts from the
     environment) does. Both are restored afterwards."""
-    import os
 
     from ray._private import ray_constants
 
@@ -193,3 +194,44 @@ def restored_configs(tuner: Any) -> list[Any]:
     if inner is None:
         return []
     return [inner._run_config, inner._tune_config]
+
+
+# -- Ray Tune: restoring a moved or copied experiment ---------------------------------------------
+SEARCH_STATE_PATTERN = "search_gen_state-*.json"
+
+
+def rehome_search_state(sweep_dir: str | Path) -> bool:
+    """Point the saved search-generator state of ``sweep_dir`` at ``sweep_dir`` itself; True
+    when it pointed elsewhere (the folder was copied or moved) and was rewritten.
+
+    ``Tuner.restore`` moves the restored trials to the folder being restored, but the
+    ``SearchGenerator`` state (``search_gen_state-*.json``, a cloudpickle despite its name)
+    keeps the ``Experiment`` it was given, whose ``StorageContext`` names the original
+    folder: every trial the searcher creates after the restore would write its checkpoints
+    there. Ray offers no hook between loading that state and creating the next trial, so the
+    newest file (the one Ray loads: ``_load_newest_checkpoint``) is corrected before the
+    restore."""
+    import ray.cloudpickle as cloudpickle
+
+    sweep_dir = Path(sweep_dir).resolve()
+    files = sorted(sweep_dir.glob(SEARCH_STATE_PATTERN))
+    if not files:
+        return False
+    newest = max(files, key=lambda p: p.name)  # Ray's choice: the largest name
+    with newest.open("rb") as f:
+        state = cloudpickle.load(f)
+    experiment = state.get("experiment") if isinstance(state, dict) else None
+    storage = getattr(experiment, "storage", None)
+    if storage is None:
+        return False
+    home = (str(sweep_dir.parent), sweep_dir.name)
+    if (str(storage.storage_fs_path), storage.experiment_dir_name) == home:
+        return False
+    storage.storage_fs_path, storage.experiment_dir_name = home  # spec["storage"] is the same
+    if isinstance(experiment.spec, dict) and experiment.spec.get("storage") is not storage:
+        experiment.spec["storage"] = storage
+    tmp = newest.with_name(newest.name + ".tmp")
+    with tmp.open("wb") as f:
+        cloudpickle.dump(state, f)
+    os.replace(tmp, newest)
+    return True

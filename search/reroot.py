@@ -97,7 +97,9 @@ def _walkable(obj: Any) -> bool:
     configs); not Optuna studies, Ray internals or anything else."""
     module = type(obj).__module__ or ""
     return hasattr(obj, "__dict__") and not isinstance(obj, type) and (
-        module.startswith("camotune.") or module.startswith("ray.tune.search")
+        # Ray's public configs name their module "ray.tune" (RunConfig, CheckpointConfig)
+        module.startswith("camotune.") or module == "ray.tune"
+        or module.startswith("ray.tune.search")
         or module.startswith("ray.tune.tune_config") or module.startswith("ray.air.config")
         or module.startswith("ray.tune.impl.config")
         or module.startswith("ray.tune.schedulers"))

@@ -137,10 +137,12 @@ def restore_tuner(settings: SweepSettings):
 
     from camotune.search.reroot import reroot
 
+    # a copied folder writes to itself: the searcher's next trials, then the pickled objects
+    compat.rehome_search_state(settings.sweep_dir)
     tuner = tune.Tuner.restore(str(settings.sweep_dir), trainable=trainable(settings),
                                resume_unfinished=True, resume_errored=False,
                                restart_errored=False)
-    reroot(compat.restored_configs(tuner), settings)  # a copied folder writes to itself
+    reroot(compat.restored_configs(tuner), settings)
     return tuner
 
 

@@ -147,7 +147,7 @@ class SweepOptions:
     keep_checkpoints: str = option("best", "best: best.pt of the top 3 trials; none; all",
                                    flag="keep-checkpoints", choices=("best", "all", "none"))
     tracking_uri: str = option("", "MLflow tracking URI (default: $MLFLOW_TRACKING_URI, "
-                               "else sqlite <storage-path>/mlflow.db)", flag="tracking-uri")
+                               "else sqlite <storage-path>/mlflow.db; none: no MLflow)", flag="tracking-uri")
     experiment: str = option("camotune", "MLflow experiment", flag="experiment")
     log_checkpoints: bool = option(False, "upload each trial's best.pt to MLflow",
                                    flag="log-checkpoints")

@@ -57,8 +57,17 @@ def scrub(text: str, environ: dict[str, str] | None = None) -> str:
         if value in text:
             text = text.replace(value, MASK)
     text = _USERINFO.sub(r"\1", text)
-    text = _ASSIGNMENT.sub(lambda m: m.group(1) + m.group(2) + MASK, text)
+    text = _ASSIGNMENT.sub(_mask_assignment, text)
     return _TOKEN_SHAPES.sub(MASK, text)
+
+
+def _mask_assignment(match: re.Match) -> str:
+    """``key: value`` with the value masked, unless the value is an empty or placeholder word
+    (``null``, ``none``, ``basic``...) that no secret is: ``tracking_auth: null`` stays."""
+    value = match.group(3).strip("\"'")
+    if not value or value.lower() in _NOT_SECRETS or value == MASK:
+        return match.group(0)
+    return match.group(1) + match.group(2) + MASK
 
 
 def strip_credentials(uri: str) -> str:

@@ -193,6 +193,8 @@ def test_interrupted_sweep_copied_resumed_without_touching_the_original(
     starts = [e for e in read_events(copy / "trials.jsonl") if e["event"] == "start"]
     assert {int(e["params"]["top_k"]) for e in starts} == {1, 3}
     assert "completed" in reasons and "error" in reasons
+    # the trials created after the resume have their folders in the copy
+    assert len(list(copy.glob("ray_*"))) == len(list(copy.glob("trials/*"))) == 6
 
     # no secret anywhere in either folder, binary files included
     for folder in (runs, copy):

@@ -157,3 +157,57 @@ def test_objects_pickled_under_old_module_names_load() -> None:
     back = pickle.loads(data)
     assert isinstance(back, CollapseStopper) and back.patience == 5
     assert back.registry is stopper.registry
+
+
+def test_a_copied_search_state_creates_its_next_trials_in_the_copy(tmp_path: Path) -> None:
+    import shutil
+
+    from ray import tune
+    from ray.tune.experiment import Experiment
+    from ray.tune.search import SearchGenerator
+    from ray.tune.search.optuna import OptunaSearch
+
+    def objective(config):  # never run: only the trial's paths are looked at
+        return {"x": 1.0}
+
+    original = tmp_path / "runs" / "k"
+    original.mkdir(parents=True)
+    search = SearchGenerator(OptunaSearch({"lr": tune.uniform(0, 1)},
+                                          metric="x", mode="max", seed=0))
+    search.add_configurations([Experiment("k", run=objective, num_samples=4,
+                                          storage_path=str(original.parent))])
+    search.save_to_dir(str(original), session_str="2026-01-01_00-00-00")
+    copy = tmp_path / "elsewhere" / "k-copy"
+    shutil.copytree(original, copy)
+    stale = SearchGenerator(OptunaSearch(metric="x", mode="max"))
+    stale.restore_from_dir(str(copy))
+    assert Path(stale.next_trial().storage.experiment_fs_path) == original  # Ray's own restore
+
+    assert compat.rehome_search_state(copy) is True
+    assert compat.rehome_search_state(copy) is False  # already at home
+    assert compat.rehome_search_state(original) is False  # the original is left alone
+    restored = SearchGenerator(OptunaSearch(metric="x", mode="max"))
+    restored.restore_from_dir(str(copy))
+    trial = restored.next_trial()
+    assert Path(trial.storage.experiment_fs_path) == copy.resolve()
+
+
+def test_reroot_reaches_the_callback_inside_rays_run_config(tmp_path: Path) -> None:
+    import dataclasses
+
+    from ray import tune
+
+    from camotune.search.reroot import reroot
+    from camotune.search.settings import SweepSettings
+    from camotune.search.sweep_callback import SweepCallback
+    from camotune.spaces import load_space
+    from camotune.trainer.config import DEFAULTS
+
+    old = SweepSettings(name="k", storage_path=str(tmp_path / "runs"), space=load_space("smoke"),
+                        space_source="smoke", base=DEFAULTS)
+    callback = SweepCallback(old, StopRegistry(str(old.sweep_dir)))
+    configs = [tune.RunConfig(name="k", callbacks=[callback]), tune.TuneConfig()]
+    new = dataclasses.replace(old, storage_path=str(tmp_path / "elsewhere"), name="k-copy")
+    assert reroot(configs, new) > 0
+    assert configs[0].callbacks[0].settings is new
+    assert callback.path.parent == tmp_path / "elsewhere" / "k-copy"

@@ -123,6 +123,10 @@ def test_scrub_keeps_ordinary_text():
     env = {"RAY_AUTH_MODE": "token", "HOME": "/root", "MY_TOKEN": "true"}
     text = "lr=0.00025 batch_size=8 /root/data token auth mode true"
     assert scrub(text, env) == text
+    # a setting that names a secret's kind, or has none, is not a secret itself
+    yaml_text = "tracking_auth: null\ntracking_auth: basic\npassword: ''\n"
+    assert scrub(yaml_text, env) == yaml_text
+    assert scrub("tracking_auth: hunter22", env) == "tracking_auth: ***"
 
 
 def test_strip_credentials():
