@@ -176,22 +176,39 @@ def _scrub_file(file: Path) -> None:
         file.write_text(clean)
 
 
+# stop reasons grouped into the parent run's few counts (each reason's own count is a tag)
+_STOPPED_EARLY = frozenset({"asha_stopped", "collapsed"})
+_FAILED = frozenset({"error", "oom", "diverged"})
+
+
 def sweep_summary(events: list[dict[str, Any]]) -> tuple[dict[str, float], dict[str, str]]:
-    """The parent run's final metrics and tags from ``trials.jsonl`` events: ``best_val_iou``,
-    ``best_trial.<metric>`` (the best trial's epoch with its highest ``val_iou``),
-    ``compute_seconds`` (sum of the end events' ``gpu_seconds``), ``trials_started`` and
-    ``trials_<stop_reason>`` counts; tag ``camotune.best_trial_id``."""
+    """The parent run's final metrics and tags from ``trials.jsonl`` events.
+
+    Few metrics, so that the parent's chart view reads at a glance: ``best_val_iou`` and the
+    epoch it was reached at (``best_epoch``), ``trials_started``, ``trials_completed``,
+    ``trials_stopped_early`` (ASHA or the collapse stopper), ``trials_failed`` (error, out of
+    memory, diverged), ``trials_orphaned`` and ``compute_seconds`` (the end events' summed
+    compute). Tags: ``camotune.best_trial_id`` and ``camotune.trials_by_stop_reason``
+    (``asha_stopped=2 completed=3``); the best trial's other figures are on its own run."""
     started = {e["trial_id"] for e in events if e.get("event") == "start"}
     ends = {e["trial_id"]: e for e in events if e.get("event") == "end"}
+    reasons: dict[str, int] = {}
+    for end in ends.values():
+        reason = str(end.get("stop_reason"))
+        reasons[reason] = reasons.get(reason, 0) + 1
     metrics: dict[str, float] = {
         "trials_started": float(len(started)),
+        "trials_completed": float(reasons.get("completed", 0)),
+        "trials_stopped_early": float(sum(n for r, n in reasons.items() if r in _STOPPED_EARLY)),
+        "trials_failed": float(sum(n for r, n in reasons.items() if r in _FAILED)),
         "trials_orphaned": float(sum(e.get("event") == "orphaned" for e in events)),
-        "compute_seconds": float(sum(float(e.get("gpu_seconds") or 0.0) for e in ends.values())),
+        "compute_seconds": float(sum(float(e.get("compute_seconds", e.get("gpu_seconds")) or 0.0)
+                                     for e in ends.values())),
     }
-    for end in ends.values():
-        key = f"trials_{end.get('stop_reason')}"
-        metrics[key] = metrics.get(key, 0.0) + 1.0
     tags: dict[str, str] = {}
+    if reasons:
+        tags["camotune.trials_by_stop_reason"] = " ".join(
+            f"{r}={n}" for r, n in sorted(reasons.items()))
     scored = [e for e in ends.values() if e.get("best_val_iou") is not None]
     if scored:
         best = max(scored, key=lambda e: float(e["best_val_iou"]))
@@ -201,5 +218,6 @@ def sweep_summary(events: list[dict[str, Any]]) -> tuple[dict[str, float], dict[
                 and e.get("trial_id") == best["trial_id"] and e["metrics"].get("val_iou") is not None]
         if rows:
             top = max(rows, key=lambda r: float(r["val_iou"]))
-            metrics.update({f"best_trial.{k}": v for k, v in epoch_metrics(top).items()})
+            if top.get("epoch") is not None:
+                metrics["best_epoch"] = float(top["epoch"])
     return metrics, tags

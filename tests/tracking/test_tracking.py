@@ -213,11 +213,12 @@ def test_sweep_summary_from_events():
         {"event": "orphaned", "trial_id": "c"},
     ]
     metrics, tags = sweep_summary(events)
-    assert tags == {"camotune.best_trial_id": "a"}
-    assert metrics["best_val_iou"] == 0.5 and metrics["compute_seconds"] == 12.5
-    assert metrics["best_trial.epoch"] == 2 and metrics["best_trial.val_sm"] == 0.7
-    assert metrics["trials_started"] == 3 and metrics["trials_orphaned"] == 1
-    assert metrics["trials_completed"] == 1 and metrics["trials_asha_stopped"] == 1
+    assert tags == {"camotune.best_trial_id": "a",
+                    "camotune.trials_by_stop_reason": "asha_stopped=1 completed=1"}
+    assert metrics == {"best_val_iou": 0.5, "best_epoch": 2.0, "compute_seconds": 12.5,
+                       "trials_started": 3.0, "trials_completed": 1.0,
+                       "trials_stopped_early": 1.0, "trials_failed": 0.0,
+                       "trials_orphaned": 1.0}
 
 
 def test_dataset_fingerprint_tracks_names_and_sizes_only(tmp_path):
