@@ -158,11 +158,12 @@ def ema_horizon_check(cfg: TrainConfig, n_train: int) -> Check:
 def optimizer_steps_check(cfg: TrainConfig, n_train: int, *, has_batchnorm: bool) -> Check:
     s1, s2 = cfg.optimizer_steps_per_epoch(n_train, 1), cfg.optimizer_steps_per_epoch(n_train, 2)
     total = cfg.optimizer_steps(n_train)
-    share = cfg.warmup_steps / total if total else 0.0
+    warmup = cfg.warmup_steps_for(n_train)  # --warmup-steps, or --warmup-fraction of the run
+    share = warmup / total if total else 0.0
     figures = {"train_images": n_train, "steps_per_epoch_stage1": s1,
                "steps_per_epoch_stage2": s2, "stage1_steps": cfg.optimizer_steps(n_train, 1),
                "stage2_steps": cfg.optimizer_steps(n_train, 2), "total_steps": total,
-               "warmup_steps": cfg.warmup_steps, "warmup_share": share,
+               "warmup_steps": warmup, "warmup_share": share,
                "stage2_micro_batch": cfg.stage2_batch, "has_batchnorm": has_batchnorm}
     problems = []
     if share > 0.25:
@@ -173,7 +174,7 @@ def optimizer_steps_check(cfg: TrainConfig, n_train: int, *, has_batchnorm: bool
         problems.append(f"stage-2 micro-batch {cfg.stage2_batch} with BatchNorm layers: "
                         "batch statistics of 1-2 images are noise")
     msg = (f"{s1} steps/epoch in stage 1, {s2} in stage 2, {total} in all; warmup "
-           f"{cfg.warmup_steps} steps ({share:.1%})")
+           f"{warmup} steps ({share:.1%})")
     if problems:
         return Check("optimizer_steps", "WARN", msg + "; " + "; ".join(problems), figures)
     return Check("optimizer_steps", "PASS", msg, figures)

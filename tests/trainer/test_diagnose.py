@@ -9,7 +9,12 @@ import pytest
 
 from camotune.cli import main
 from camotune.trainer.config import TrainConfig
-from camotune.trainer.diagnose import ema_horizon_check, ema_retained, lr_scaling_check
+from camotune.trainer.diagnose import (
+    ema_horizon_check,
+    ema_retained,
+    lr_scaling_check,
+    optimizer_steps_check,
+)
 
 SMALL = ["--backbone", "edgenext_xx_small", "--no-pretrained"]
 
@@ -95,6 +100,14 @@ def test_ema_horizon_fails_above_half() -> None:
 
 
 @pytest.mark.slow
+def test_warmup_share_counts_a_warmup_fraction() -> None:
+    cfg = TrainConfig(batch_size=4, accumulation_steps=1, epochs=10, stage1_epochs=5,
+                      warmup_steps=0, warmup_fraction=0.4)
+    check = optimizer_steps_check(cfg, 400, has_batchnorm=False)
+    assert check.figures["warmup_steps"] == round(0.4 * check.figures["total_steps"]) > 0
+    assert check.status == "WARN" and "warmup is 40% of all optimizer steps" in check.message
+
+
 def test_cli_json_has_every_check_and_exits_1_on_fail(capsys: pytest.CaptureFixture) -> None:
     code = main(["diagnose", *SMALL, "--batch-size", "16", "--accumulation-steps", "8",
                  "--lr", "1e-4", "--use-ema", "--no-ema-warmup", "--json"])
