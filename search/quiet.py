@@ -10,7 +10,9 @@ tqdm bars are off in Ray workers (``TQDM_DISABLE=1``): camotune's trials report 
 ``trials.jsonl`` and the progress table instead.
 
 Call `quiet_third_party` before Ray is initialised: the environment variables are read by
-Ray when it starts and inherited by its workers. Variables the user already set are kept.
+Ray when it starts and inherited by a local Ray's workers; a cluster's workers get them
+through the job's ``runtime_env`` (`worker_env_vars`). Variables the user already set are
+kept.
 """
 
 from __future__ import annotations
@@ -34,6 +36,18 @@ QUIET_ENV = {
     "RAY_COLOR_PREFIX": "0",
     "TQDM_DISABLE": "1",
 }
+
+
+# what the processes Ray starts on other nodes need from QUIET_ENV (they do not inherit the
+# driver's environment; a local Ray's workers do)
+WORKER_ENV = ("TQDM_DISABLE",)
+
+
+def worker_env_vars() -> dict[str, str]:
+    """The ``runtime_env`` ``env_vars`` that carry the quiet settings to a cluster's workers:
+    the `WORKER_ENV` variables as this process has them (none with ``--verbose``, which
+    leaves them unset)."""
+    return {k: os.environ[k] for k in WORKER_ENV if k in os.environ}
 
 
 def quiet_third_party(verbose: bool = False) -> None:

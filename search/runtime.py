@@ -142,6 +142,9 @@ def init_ray(address: str | None) -> None:
 
     if ray.is_initialized():
         return
+    from camotune.search.quiet import worker_env_vars
+
+    address_flag = bool(address)
     label = f"--address {address}" if address else f"RAY_ADDRESS={os.environ.get('RAY_ADDRESS')}"
     address = address or os.environ.get("RAY_ADDRESS") or None
     quiet = {"logging_level": logging.WARNING, "log_to_driver": True}
@@ -160,7 +163,11 @@ def init_ray(address: str | None) -> None:
         if is_gcs_address(address):
             probe_gcs(address, source, label=label)
         try:
-            ray.init(address=address, **quiet)
+            # a cluster's workers do not inherit this environment: the quiet settings go in
+            # the job's runtime_env (inside a submitted job, the submission carries them)
+            env = worker_env_vars() if address_flag else {}
+            ray.init(address=address, **quiet,
+                     **({"runtime_env": {"env_vars": env}} if env else {}))
         except AuthenticationError:
             raise BadInput(auth_error_message(address, source, label=label)) from None
         except ConnectionError as exc:

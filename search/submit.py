@@ -113,12 +113,16 @@ def submit(command: Sequence[str], address: str, *, description: str) -> int:
     stderr until it ends (Ctrl-C stops following only) and return its exit code."""
     from ray.exceptions import AuthenticationError
 
+    from camotune.search.quiet import worker_env_vars
+
     client = job_client(address)
     logging.getLogger("ray.dashboard.modules.job.sdk").setLevel(logging.WARNING)
     entrypoint = shlex.join(["camotune", *command])
     try:
+        env = worker_env_vars()  # every process of the job, on every node
         job_id = client.submit_job(entrypoint=entrypoint, entrypoint_num_cpus=0,
-                                   metadata={"camotune": description})
+                                   metadata={"camotune": description},
+                                   **({"runtime_env": {"env_vars": env}} if env else {}))
     except AuthenticationError:
         raise BadInput(auth_error_message(address, configure_auth(address))) from None
     print(job_id, flush=True)

@@ -184,3 +184,14 @@ def test_the_first_failure_recorded_is_the_one_kept(tmp_path: Path) -> None:
     outcome = read_outcome(tmp_path)
     assert outcome["stop_reason"] == "diverged"
     assert outcome["message"] == "rank 1: non-finite loss in epoch 3"
+
+
+def test_the_quiet_settings_travel_to_a_clusters_workers(monkeypatch: pytest.MonkeyPatch) -> None:
+    from camotune.search.quiet import QUIET_ENV, quiet_third_party, worker_env_vars
+
+    for key in QUIET_ENV:  # restored after the test
+        monkeypatch.delenv(key, raising=False)
+    quiet_third_party(verbose=True)
+    assert worker_env_vars() == {}  # --verbose: the libraries' own output, here and there
+    quiet_third_party(verbose=False)
+    assert worker_env_vars() == {"TQDM_DISABLE": "1"}
