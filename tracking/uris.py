@@ -109,7 +109,25 @@ def check_reachable(uri: str, *, timeout: float = 5.0, source: str = "--tracking
         _check_writable(db, source)
     elif uri.startswith("file:") or "://" not in uri:
         folder = Path(uri[len("file://"):] if uri.startswith("file://") else uri)
+        _check_file_store(uri, folder.expanduser().resolve(), source)
         _check_writable(folder.expanduser().resolve() / DB_FILE, source)
+
+
+def _check_file_store(uri: str, folder: Path, source: str) -> None:
+    """MLflow 3's file store (a folder of runs) refuses to open unless
+    ``MLFLOW_ALLOW_FILE_STORE=true``: every call would fail, so say so before anything runs."""
+    from mlflow import MlflowClient
+    from mlflow.exceptions import MlflowException
+
+    try:
+        MlflowClient(uri)
+    except MlflowException as exc:
+        if "file" not in str(exc).lower():
+            raise
+        raise BadInput(f"{source}: {shown(uri)} is a folder for MLflow's file store, which "
+                       f"this MLflow refuses to write; use sqlite:///{folder / DB_FILE} (a "
+                       "database in that folder), an http:// server, or set "
+                       "MLFLOW_ALLOW_FILE_STORE=true") from None
 
 
 def _check_writable(file: Path, source: str) -> None:

@@ -222,7 +222,7 @@ def test_a_gpu_trial_on_a_local_ray_without_gpu_exits_2_at_once(tmp_path: Path,
     out = subprocess.run(_command(
         "sweep", "--space", str(space), "--dataset-path", str(tiny_dataset), "--storage-path",
         str(tmp_path / "runs"), "--name", "g", "--gpus-per-trial", "1", "--tracking-uri",
-        str(tmp_path / "mlruns")), env=_env(tmp_path), capture_output=True, text=True,
+        f"sqlite:///{tmp_path / 'mlflow.db'}"), env=_env(tmp_path), capture_output=True, text=True,
         timeout=300, start_new_session=True)
     assert out.returncode == 2, out.stderr[-3000:]
     assert "--gpus-per-trial" in out.stderr and "--wait-for-resources" in out.stderr

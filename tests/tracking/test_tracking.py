@@ -104,6 +104,18 @@ def test_sqlite_store_under_a_file_is_bad_input(tmp_path):
     check_reachable(f"sqlite:///{tmp_path}/new/mlflow.db")  # a folder to be created is fine
 
 
+@pytest.mark.parametrize("form", ["plain", "file"])
+def test_a_file_store_folder_is_bad_input_unless_allowed(tmp_path, monkeypatch, form):
+    folder = tmp_path / "store"
+    uri = str(folder) if form == "plain" else f"file://{folder}"
+    monkeypatch.delenv("MLFLOW_ALLOW_FILE_STORE", raising=False)
+    with pytest.raises(BadInput, match=f"use sqlite:///{folder}/mlflow.db"):
+        check_reachable(uri)
+    assert not folder.exists()
+    monkeypatch.setenv("MLFLOW_ALLOW_FILE_STORE", "true")  # the user's own opt-in
+    check_reachable(uri)
+
+
 # -- secrets ---------------------------------------------------------------------------------------
 @pytest.mark.parametrize("text, leaked", [
     ("token is sekrit-value-42", "sekrit-value-42"),
