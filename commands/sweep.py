@@ -95,9 +95,6 @@ def settings_from_args(args) -> SweepSettings:
         except BadInput as exc:
             raise BadInput(f"points[{i}] with the base config: {exc}") from None
     options.update(_tracking_options(options.get("tracking_uri") or ""))
-    from camotune.commands.preflight import check_trials
-
-    check_trials(space, base, points, base.seed)  # what every trial needs, before Ray
     if args.warm_start:
         read_settings(args.warm_start)
     storage = Path(args.storage_path).expanduser().resolve()
@@ -108,6 +105,10 @@ def settings_from_args(args) -> SweepSettings:
     if (storage / name).exists():
         raise BadInput(f"sweep {storage / name} already exists: continue it with "
                        f"`camotune resume {storage / name}` or choose another --name")
+    from camotune.commands.preflight import check_trials
+
+    # what every trial needs (may build a model with hub weights): after the cheap checks
+    check_trials(space, base, points, base.seed)
     max_epochs = space.max_epochs(base)
     settings = SweepSettings(
         name=name, storage_path=str(storage), space=space, space_source=args.space, base=base,
