@@ -90,6 +90,8 @@ def sweep_params(settings) -> dict[str, str]:
         "space.description": " ".join(space.description.split()),
         "searcher": settings.searcher, "scheduler": settings.scheduler,
         "grace_period": settings.grace_period, "reduction_factor": settings.reduction_factor,
+        "rungs": ",".join(map(str, settings.rung_epochs)) or None,
+        "rung_metric": settings.rung_metric, "brackets": settings.brackets,
         "num_samples": settings.num_samples, "max_epochs": settings.max_epochs,
         "seed": settings.seed, "time_budget_s": settings.time_budget_s,
         "max_concurrent": settings.max_concurrent, "cpus_per_trial": settings.cpus_per_trial,

@@ -181,6 +181,12 @@ def test_resume_reattaches_to_the_same_runs(tmp_path, synth_dataset, mlflow_serv
     assert top.data.tags["camotune.best_trial_id"] == "b"
     assert top.data.params["base.backbone"] == "edgenext_xx_small"
     assert top.data.params["grace_period"] == "2" and top.data.params["searcher"] == "tpe"
+    assert top.data.params["rungs"] == ",".join(map(str, settings.rung_epochs))
+    assert top.data.params["rung_metric"] == settings.rung_metric
+    assert top.data.tags["camotune.trials_by_stop_reason"].startswith("asha_stopped=1")
+    assert set(top.data.metrics) == {"best_val_iou", "best_epoch", "compute_seconds",
+                                     "trials_started", "trials_completed",
+                                     "trials_stopped_early", "trials_failed", "trials_orphaned"}
     assert top.data.tags["camotune.dataset_hash"].startswith("sha256:")
     parent_files = {a.path for a in client.list_artifacts(parent[0].info.run_id)}
     assert "sweep.yaml" in parent_files and "repro" in parent_files
