@@ -217,6 +217,9 @@ class RunLog:
 
         def fn(client) -> None:
             stamp = int(time.time() * 1000)
+            if not self.steps:  # a run re-attached from the run map: ask what it has
+                self.steps.update(int(m.step) for m in
+                                  client.get_metric_history(self.id(), EPOCH_KEY))
             for row in read_history(self.folder / HISTORY_FILE):
                 if row.get(EPOCH_KEY) is not None:
                     self._log_row(client, row, stamp)

@@ -190,6 +190,15 @@ class SweepSession:
         self.writer.flush(force=True, timeout=FLUSH_TIMEOUT_S / 2)  # the run ids, where it can
         events = read_events(sweep_dir / TRIALS_FILE)
         done = {e["trial_id"] for e in events if e.get("event") in ("end", "orphaned")}
+        for event in events:
+            # an end recorded by an earlier driver that was killed before its run was closed
+            tid = event.get("trial_id")
+            if tid in self.ended or tid not in self.trials:
+                continue
+            if event.get("event") == "end":
+                self.trial_end(tid, event, self.trials[tid].folder)
+            elif event.get("event") == "orphaned":
+                self.trial_orphaned(tid)
         interrupted = [t for t, r in self.trials.items()
                        if t not in done and t not in self.ended and not r.closed]
         for tid in interrupted:  # time budget or Ctrl-C: they continue on resume
