@@ -10,6 +10,10 @@ of several passing sets the one with the widest margin. The answer is then check
 cell means: where the reverted cell was run, the observed improvement over the observed gap
 (paired over seeds) is reported, and the set counts as *confirmed* when it is at least 90%.
 
+Whether there is a gap at all is judged on the fitted gap's CI while the model shows no
+significant lack of fit (its residual variance pools every trial), else on the observed CI
+over seeds (see `_gap_reference`).
+
 A set of two or more acts *jointly* when an interaction among its factors is significant after
 Holm's correction (the changes matter together, not one by one), *separately* when none is
 (their single effects add up); when such an interaction was aliased away the data cannot say.
@@ -135,6 +139,25 @@ def _unknowns(fit: Fit, terms: list[dict[str, Any]], lof: dict[str, Any]) -> lis
     return out
 
 
+def _gap_reference(the_gap: Gap, lof: dict[str, Any], alpha: float) -> tuple[Estimate, str]:
+    """The interval that decides whether there is a gap, and a sentence saying which.
+
+    The fitted gap's CI uses the residual variance pooled over every trial; with few seeds the
+    observed one has almost no degrees of freedom (two seeds: one, a t quantile of 12.7). The
+    fitted interval is used while the model fits (no significant lack of fit), else the
+    observed one, which assumes nothing about the model."""
+    fitted, obs = the_gap.fitted, the_gap.observed
+    misfit = math.isfinite(lof.get("p", math.nan)) and lof["p"] < alpha
+    have_obs = obs is not None and math.isfinite(obs.low)
+    if math.isfinite(fitted.low) and not (misfit and have_obs):
+        return fitted, ("The gap is judged on the fitted CI (residual variance pooled over "
+                        "every trial; the model shows no significant lack of fit).")
+    if have_obs:
+        why = "the model shows lack of fit" if misfit else "the fitted gap has no CI"
+        return obs, f"The gap is judged on the observed CI over seeds ({why})."
+    return fitted, "The gap is judged on the fitted model."
+
+
 def verdict(fit: Fit, the_gap: Gap, terms: list[dict[str, Any]],
             lof: dict[str, Any]) -> dict[str, Any]:
     """``{text, set, joint, observed_share, confirmed, cannot_decide}``: the plain-text
@@ -144,8 +167,8 @@ def verdict(fit: Fit, the_gap: Gap, terms: list[dict[str, Any]],
     if obs is not None:
         first += f"{_fmt(obs.value)} observed over {obs.n_seeds} seed(s), CI {_ci(obs)}; "
     lines = [first + f"{_fmt(the_gap.fitted.value)} fitted, CI {_ci(the_gap.fitted)}."]
-    # the observed interval when there is one (two or more seeds), else the model's
-    ref = obs if obs is not None and math.isfinite(obs.low) else the_gap.fitted
+    ref, basis = _gap_reference(the_gap, lof, fit.alpha)
+    lines.append(basis)
     unknowns = _unknowns(fit, terms, lof)
     out: dict[str, Any] = {"set": None, "joint": None, "observed_share": None,
                            "confirmed": None}

@@ -40,7 +40,7 @@ def _frame(k: int, n_seeds: int, seed: int, n_missing: int):
 
 
 @pytest.mark.slow
-@settings(max_examples=25, deadline=None, derandomize=True,
+@settings(max_examples=10, deadline=None, derandomize=True,
           suppress_health_check=[HealthCheck.too_slow])
 @given(tables)
 def test_report_invariants(spec):

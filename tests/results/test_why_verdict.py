@@ -99,3 +99,30 @@ def test_one_seed_falls_back_on_the_model_for_the_gap_and_says_so():
     assert r["gap"]["observed_ci"] == [None, None] or np.isnan(r["gap"]["observed_ci"][0])
     assert d["set"] == ["A", "B"] and d["joint"] is True
     assert any("one seed only" in u for u in d["cannot_decide"])
+
+
+def test_a_gap_two_seeds_cannot_show_is_judged_on_the_pooled_fit():
+    # 2 seeds with a large block offset: the observed gap's t interval (1 dof) spans 0, the
+    # fitted one (residual variance pooled over all 32 trials) does not
+    def model(c):
+        return 0.5 - 0.08 * (c["C"] + 1)
+
+    frame = simulate(model, full_cells(ABCD), (0, 1), np.random.default_rng(7), noise=0.03)
+    r = analyse_response(frame, ABCD, "y")
+    low, high = r["gap"]["observed_ci"]
+    assert low < 0 < high and r["gap"]["fitted_ci"][0] > 0
+    d = r["verdict_detail"]
+    assert "judged on the fitted CI" in d["text"]
+    assert d["set"] == ["C"] and d["confirmed"] is True
+
+
+def test_lack_of_fit_falls_back_to_the_observed_gap():
+    # a planted three-factor interaction the two-factor model cannot hold: lack of fit
+    def model(c):
+        return 0.4 - 0.1 * c["A"] + 0.1 * c["A"] * c["B"] * c["C"]
+
+    frame = simulate(model, full_cells(ABCD), (0, 1, 2), np.random.default_rng(8), noise=0.01)
+    r = analyse_response(frame, ABCD, "y")
+    assert r["lack_of_fit"]["p"] < 0.05
+    assert "judged on the observed CI over seeds (the model shows lack of fit)" in \
+        r["verdict_detail"]["text"]

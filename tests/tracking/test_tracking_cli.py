@@ -4,6 +4,7 @@ URI must not reach any param or tag."""
 
 from __future__ import annotations
 
+import collections
 import os
 import signal
 import socket
@@ -81,6 +82,9 @@ def wait_for_saved_end(sweep_dir: Path, proc: subprocess.Popen, deadline_s: floa
 
 
 def test_smoke_sweep_killed_and_resumed(tmp_path, synth_dataset, mlflow_server):
+    """The driver SIGKILLed (with its local Ray) after a trial ended, then `camotune resume`:
+    the full trial count, no finished trial trained again, no epoch recorded twice, an
+    interrupted trial restored or orphaned; one MLflow run per trial, each closed as it ended."""
     experiment = f"sweep-{uuid.uuid4().hex[:8]}"
     sweep_dir = tmp_path / "runs" / "s"
     log = tmp_path / "sweep.log"
@@ -99,6 +103,7 @@ def test_smoke_sweep_killed_and_resumed(tmp_path, synth_dataset, mlflow_server):
         proc.wait()
     assert killed, f"the sweep ended before it could be killed:\n{log.read_text()[-3000:]}"
     before = yaml.safe_load((sweep_dir / RUNS_FILE).read_text())["trials"]
+    events_before = read_events(sweep_dir / "trials.jsonl")
 
     resumed = subprocess.run([*CLI, "resume", "runs/s"], cwd=tmp_path, env=cli_env(),
                              capture_output=True, text=True, timeout=500)
@@ -125,6 +130,19 @@ def test_smoke_sweep_killed_and_resumed(tmp_path, synth_dataset, mlflow_server):
     ends = {e["trial_id"]: e for e in events if e["event"] == "end"}
     orphans = {e["trial_id"] for e in events if e["event"] == "orphaned"}
     assert set(ends) | orphans == started
+    # the sweep itself: the full trial count, nothing trained or recorded twice
+    end_counts = collections.Counter(e["trial_id"] for e in events if e["event"] == "end")
+    assert all(n == 1 for n in end_counts.values()), end_counts
+    assert len(set(end_counts) - orphans) == 4
+    ended_before = {e["trial_id"] for e in events_before if e["event"] == "end"}
+    rerun = {e["trial_id"] for e in events[len(events_before):] if e["event"] == "epoch"}
+    assert not rerun & ended_before, f"finished trials trained again: {rerun & ended_before}"
+    epoch_counts = collections.Counter((e["trial_id"], e["epoch"]) for e in events
+                                       if e["event"] == "epoch")
+    assert max(epoch_counts.values()) == 1  # no epoch of any trial recorded twice
+    busy = {e["trial_id"] for e in events_before if e["event"] == "start"} - ended_before
+    restored = {e["trial_id"] for e in events if e["event"] == "start" and e.get("restored")}
+    assert busy <= restored | orphans, "an interrupted trial was neither restored nor orphaned"
     for tid, end in ends.items():
         run = by_trial[tid]
         assert run.info.status == STATUS[end["stop_reason"]]
@@ -133,6 +151,7 @@ def test_smoke_sweep_killed_and_resumed(tmp_path, synth_dataset, mlflow_server):
             None if end["rung"] is None else str(end["rung"]))
         rows = read_history(sweep_dir / "trials" / tid / "history.csv")
         assert len(rows) == end["epochs"]
+        assert [int(r["epoch"]) for r in rows] == list(range(1, len(rows) + 1))
         assert_history(client, run.info.run_id, "val_iou", rows)
         assert {"config.yaml", "command.txt", "history.csv"} <= {
             a.path for a in client.list_artifacts(run.info.run_id)}
