@@ -100,32 +100,40 @@ def test_the_rules_are_the_documented_ones() -> None:
             assert f"`{name}`" in may_import, (package, name, row)
 
 
-def _loaded_after(code: str) -> dict[str, bool]:
-    probe = (f"import sys\n{code}\nimport json\n"
-             "print(json.dumps({m: m in sys.modules for m in ('ray', 'mlflow')}))")
+# Each package's imports, in one fresh interpreter, in this order: ray and mlflow are checked
+# after each step, so the first step that brings one in is the one named (a package that
+# imports an earlier one inherits its verdict, which that step already checked).
+LAYERS = [
+    ("model", "import camotune.model", False),
+    ("trainer", "import camotune.trainer\nfrom camotune.trainer import *\n"
+     "import camotune.trainer.commands, camotune.trainer.evaluate, camotune.trainer.diagnose, "
+     "camotune.trainer.synth", False),
+    ("spaces", "import camotune.spaces\nfrom camotune.spaces import *", False),
+    ("results", "import camotune.results\nfrom camotune.results import *\n"
+     "import camotune.results.commands, camotune.results.finalize", False),
+    ("sweepdir", "import camotune.sweepdir", False),
+    ("tracking", "import camotune.tracking\nfrom camotune.tracking import *\n"
+     "import camotune.tracking.confirm_runs, camotune.tracking.repro", True),
+]
+
+
+def _loaded_after_each(layers) -> dict[str, dict[str, bool]]:
+    steps = "".join(
+        f"{code}\nout[{name!r}] = {{m: m in sys.modules for m in ('ray', 'mlflow')}}\n"
+        for name, code, _ in layers)
+    probe = f"import json, sys\nout = {{}}\n{steps}print(json.dumps(out))"
     proc = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
                           timeout=300, env={**os.environ, "HF_HUB_OFFLINE": "1"})
     assert proc.returncode == 0, proc.stderr[-2000:]
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
-@pytest.mark.slow  # fresh interpreters importing torch
-@pytest.mark.parametrize(("code", "mlflow_ok"), [
-    ("import camotune.model", False),
-    ("import camotune.trainer\nfrom camotune.trainer import *\n"
-     "import camotune.trainer.commands, camotune.trainer.evaluate, camotune.trainer.diagnose, "
-     "camotune.trainer.synth", False),
-    ("import camotune.spaces\nfrom camotune.spaces import *", False),
-    ("import camotune.results\nfrom camotune.results import *\n"
-     "import camotune.results.commands, camotune.results.finalize", False),
-    ("import camotune.sweepdir", False),
-    ("import camotune.tracking\nfrom camotune.tracking import *\n"
-     "import camotune.tracking.confirm_runs, camotune.tracking.repro", True),
-], ids=["model", "trainer", "spaces", "results", "sweepdir", "tracking"])
-def test_ray_and_mlflow_stay_out(code: str, mlflow_ok: bool) -> None:
-    loaded = _loaded_after(code)
-    assert not loaded["ray"], f"{code!r} imported ray"
-    assert mlflow_ok or not loaded["mlflow"], f"{code!r} imported mlflow"
+@pytest.mark.slow  # a fresh interpreter importing torch
+def test_ray_and_mlflow_stay_out() -> None:
+    loaded = _loaded_after_each(LAYERS)
+    for name, code, mlflow_ok in LAYERS:
+        assert not loaded[name]["ray"], f"{code!r} imported ray"
+        assert mlflow_ok or not loaded[name]["mlflow"], f"{code!r} imported mlflow"
 
 
 @pytest.mark.slow  # a real training run with MLflow tracking
