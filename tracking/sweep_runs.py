@@ -83,6 +83,7 @@ class SweepSession:
         self.parent = self._run_log(self.dir, f"sweep {settings.name}", self.key)
         self.trials: dict[str, RunLog] = {}
         self.ended: set[str] = set()
+        self._closed_here: set[str] = set()  # ended or orphaned by this driver
         self._map_lock = threading.Lock()
         self.unsent = 0
         self.from_map = self._load_map()
@@ -191,9 +192,11 @@ class SweepSession:
         events = read_events(sweep_dir / TRIALS_FILE)
         done = {e["trial_id"] for e in events if e.get("event") in ("end", "orphaned")}
         for event in events:
-            # an end recorded by an earlier driver that was killed before its run was closed
+            # An end recorded by an earlier driver: that driver may have been killed with the
+            # calls closing the run still queued (the run map's "ended" is saved when they
+            # are queued), so they are sent again; every one of them is idempotent.
             tid = event.get("trial_id")
-            if tid in self.ended or tid not in self.trials:
+            if tid in self._closed_here or tid not in self.trials:
                 continue
             if event.get("event") == "end":
                 self.trial_end(tid, event, self.trials[tid].folder)
@@ -306,11 +309,13 @@ class SweepSession:
             run.upload("best.pt", "checkpoints", missing_ok=True)
         run.end(STATUS.get(reason, "FAILED"))
         self.ended.add(tid)
+        self._closed_here.add(tid)
         self.save_map()
 
     def trial_orphaned(self, tid: str) -> None:
         """Close the run of a trial Ray will not restore: KILLED, ``camotune.orphaned=true``."""
         self.ended.add(tid)
+        self._closed_here.add(tid)
         run = self.trials.get(tid)
         if run is not None:
             run.set_tags({"camotune.orphaned": "true"})
