@@ -35,6 +35,19 @@ class _Stderr(logging.StreamHandler):
         pass
 
 
+def tracking_uri_given(flag_value: str | None) -> str:
+    """The tracking URI a command was given: its ``--tracking-uri``, else
+    ``$MLFLOW_TRACKING_URI``, else ""; ``"none"`` (any case) means no MLflow."""
+    import os
+
+    return (flag_value or os.environ.get("MLFLOW_TRACKING_URI", "")).strip()
+
+
+def tracking_off(flag_value: str | None) -> bool:
+    """``--tracking-uri none`` (or ``$MLFLOW_TRACKING_URI=none``): no MLflow at all."""
+    return tracking_uri_given(flag_value).lower() == "none"
+
+
 def add_verbose_argument(parser: argparse.ArgumentParser) -> None:
     """``--verbose``: debug log lines, and Ray's, Optuna's and MLflow's own console output
     (hidden otherwise)."""

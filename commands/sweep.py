@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import logging
-import os
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -14,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from camotune import __version__
-from camotune.cliutil import Parser, add_verbose_argument, setup_logging
+from camotune.cliutil import Parser, add_verbose_argument, setup_logging, tracking_off
 from camotune.errors import BadInput, JobFailed
 from camotune.search.settings import SweepSettings, read_settings
 from camotune.spaces.sweep_options import (
@@ -359,14 +358,8 @@ def _warn_missing_secret(settings: SweepSettings) -> None:
     warn_if_missing(settings.tracking_auth, settings.tracking_uri)
 
 
-def _tracking_off(settings: SweepSettings) -> bool:
-    """``--tracking-uri none`` (or ``$MLFLOW_TRACKING_URI=none``): no MLflow, as for train."""
-    uri = settings.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI", "")
-    return uri.strip().lower() == "none"
-
-
 def _tracker(settings: SweepSettings):
-    if _tracking_off(settings):
+    if tracking_off(settings.tracking_uri):
         return None
     try:
         from camotune.tracking import SweepTracker
@@ -387,7 +380,7 @@ def _finish(settings: SweepSettings, tracker) -> dict[str, Any] | None:
 
 
 def _print_mlflow_hint(settings: SweepSettings) -> None:
-    if _tracking_off(settings):
+    if tracking_off(settings.tracking_uri):
         return
     try:
         from camotune.tracking import mlflow_ui_command

@@ -73,17 +73,12 @@ class TrialResources:
         from camotune.search.trainable import trial_params
 
         s = self.settings
-        params = trial_params(config)
         try:
-            workers = s.space.apply(s.base, params).workers_per_trial
+            workers = s.space.apply(s.base, trial_params(config)).workers_per_trial
         except BadInput:
-            # An invalid sampled combination: the trial starts on one worker's slot and its
-            # trainable ends it as `error` with this message; the sweep goes on.
-            params = {k: v for k, v in params.items() if k == "workers_per_trial"}
-            try:
-                workers = s.space.apply(s.base, params).workers_per_trial
-            except BadInput:
-                workers = 1
+            # An invalid sampled combination: the trial gets the base config's slot and its
+            # trainable ends it as `error` with the message; the sweep goes on.
+            workers = s.space.apply(s.base, {}).workers_per_trial
         return trial_resources(s.cpus_per_trial, s.gpus_per_trial, workers)
 
 

@@ -66,9 +66,7 @@ def train_main(argv: Sequence[str]) -> int:
 def _tracking_uri(flag_value: str | None) -> str | None:
     """The MLflow URI to log to, or None for no MLflow: ``--tracking-uri none`` (any case), or
     neither the flag nor ``$MLFLOW_TRACKING_URI`` given."""
-    import os
+    from camotune.cliutil import tracking_off, tracking_uri_given
 
-    uri = flag_value or os.environ.get("MLFLOW_TRACKING_URI", "")
-    if uri.strip().lower() in ("", "none"):
-        return None
-    return uri
+    uri = tracking_uri_given(flag_value)
+    return None if not uri or tracking_off(flag_value) else uri
