@@ -92,6 +92,10 @@ def run_trial(config: dict[str, Any], settings) -> None:
     from camotune.trainer.loop import fit
 
     compat.quiet(compat.TRAIN_STORAGE_LOGGER)
+    # What is loaded by now (torch, timm, Ray: ~0.5 M objects) lives as long as the process:
+    # out of the collector's sight, a full collection (the one at the end of the trial, and
+    # the automatic ones while it trains) skips them: ~0.1 s instead of ~0.4 s on a 2-core CPU.
+    gc.freeze()
     trial_id = tune.get_context().get_trial_id()
     try:
         cfg = trial_config(settings, trial_params(config), trial_id)

@@ -71,7 +71,7 @@ def save_preview(path: str | os.PathLike, images: np.ndarray, masks: np.ndarray,
             canvas.paste(tile.convert("RGB"), (x, top + row * (TILE + GAP)))
     path = Path(path)
     tmp = path.with_name(path.name + ".tmp")
-    canvas.save(tmp, format="PNG")
+    canvas.save(tmp, format="PNG", compress_level=1)
     os.replace(tmp, path)
     return path
 

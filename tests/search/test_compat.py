@@ -211,3 +211,24 @@ def test_reroot_reaches_the_callback_inside_rays_run_config(tmp_path: Path) -> N
     assert reroot(configs, new) > 0
     assert configs[0].callbacks[0].settings is new
     assert callback.path.parent == tmp_path / "elsewhere" / "k-copy"
+
+
+def test_a_local_rays_workers_import_the_trial_modules_before_any_work() -> None:
+    import ray
+
+    from camotune.search.runtime import init_ray
+
+    if ray.is_initialized():
+        pytest.skip("a Ray is already running in this process")
+
+    @ray.remote(num_cpus=0)
+    def loaded() -> dict[str, bool]:
+        import sys
+
+        return {name: name in sys.modules for name in compat.TRIAL_MODULES}
+
+    init_ray(None)  # the sweep's own start of a local Ray
+    try:
+        assert ray.get(loaded.remote(), timeout=120) == dict.fromkeys(compat.TRIAL_MODULES, True)
+    finally:
+        ray.shutdown()

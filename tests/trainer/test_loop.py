@@ -83,6 +83,37 @@ def test_objective_without_ema_is_raw(synth_dataset: Path, tmp_path: Path) -> No
     assert load(tmp_path / "e" / "best.pt")["best_weights"] == "raw"
 
 
+def test_a_finished_run_leaves_nothing_for_the_collector_to_keep(
+        synth_dataset: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """What a reused Ray actor relies on (search/trainable.py freezes what is loaded before a
+    trial and collects after it): once `fit` returns and one collection runs, the run's
+    model, EMA, optimizer and data are gone."""
+    import gc
+    import weakref
+
+    from camotune.trainer import loop
+
+    refs: dict[str, weakref.ref] = {}
+    init = loop._Run.__init__
+
+    def keep_refs(self, cfg, data, *args, **kw) -> None:
+        init(self, cfg, data, *args, **kw)
+        refs.update(run=weakref.ref(self), model=weakref.ref(self.model),
+                    ema=weakref.ref(self.ema), optimizer=weakref.ref(self.optimizer),
+                    data=weakref.ref(data))
+
+    monkeypatch.setattr(loop._Run, "__init__", keep_refs)
+    gc.collect()
+    gc.freeze()
+    try:
+        fit(tiny(synth_dataset, tmp_path / "r", use_ema=True, deep_supervision=True))
+        gc.collect()
+        assert len(refs) == 5
+        assert [name for name, ref in refs.items() if ref() is not None] == []
+    finally:
+        gc.unfreeze()
+
+
 class Killed(Exception):
     pass
 
